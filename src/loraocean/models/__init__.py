@@ -1,0 +1,90 @@
+"""Base models by name: the embedded default, tiny test models, hub ids and local folders.
+
+    model, tokenizer = loraocean.models.load("smollm2-135m")
+    model, tokenizer = loraocean.models.load("tiny-llama")        # random, for tests
+    model, tokenizer = loraocean.models.load("/path/to/hf/folder")
+    model, tokenizer = loraocean.models.load("HuggingFaceTB/SmolLM2-360M")  # hub (needs network)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from loraocean.errors import LoraOceanError, UnknownNameError
+from loraocean.models import embedded
+from loraocean.models.architectures import FAMILIES, targets
+
+TINY_PREFIX = "tiny-"
+
+
+def known_names() -> list[str]:
+    return [embedded.NAME] + [TINY_PREFIX + f for f in FAMILIES]
+
+
+def slug(name: str) -> str:
+    """A folder-safe name for a model: `org/Model-1B` -> `org--Model-1B`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip("/").replace("/", "--"))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """bf16 on GPU, fp32 on CPU."""
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def resolve(name: str) -> tuple[str, str]:
+    """(kind, location): kind is embedded, tiny, local or hub."""
+    if name == embedded.NAME:
+        return "embedded", name
+    if name.startswith(TINY_PREFIX):
+        family = name[len(TINY_PREFIX):]
+        if family not in FAMILIES:
+            raise UnknownNameError("tiny model family", family, FAMILIES)
+        return "tiny", family
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise LoraOceanError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return "local", str(path)
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name):
+        return "hub", name
+    raise UnknownNameError("model", name, known_names(),
+                           hint="or give a local model folder or a hub id like org/name")
+
+
+def load(name: str, *, device: str | None = None, dtype: torch.dtype | None = None,
+         trust_remote_code: bool = False):
+    """(model, tokenizer) in eval mode on `device` (default: cuda when available, else cpu)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kind, where = resolve(name)
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    if kind == "tiny":
+        from loraocean.models.tiny import build_tiny
+
+        model, tokenizer = build_tiny(where)
+        model = model.to(device=device, dtype=dtype)
+    else:
+        path = str(embedded.folder()) if kind == "embedded" else where
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
+                                                         trust_remote_code=trust_remote_code)
+        except OSError as err:
+            raise LoraOceanError(f"could not load model {name!r}: {err}") from None
+        model = model.to(device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    model.config.loraocean_name = name
+    return model, tokenizer
+
+
+__all__ = ["load", "resolve", "slug", "targets", "known_names", "default_device", "default_dtype"]

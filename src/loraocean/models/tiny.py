@@ -1,0 +1,52 @@
+"""Tiny random-initialised models for tests, built offline from a config (seeded, so the same
+name always gives the same weights), with a byte-level tokenizer that needs no download."""
+
+from __future__ import annotations
+
+import torch
+
+TINY_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=512)
+
+
+def byte_tokenizer():
+    """A 256-byte-level BPE tokenizer with no merges plus <pad>, <s>, </s>: encodes any text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for special in ("<pad>", "<s>", "</s>"):
+        vocab[special] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+    fast.padding_side = "right"
+    return fast
+
+
+def tiny_config(family: str, vocab_size: int):
+    """A small config of `family` (a transformers model_type). Families whose configs use other
+    field names are mapped in `loraocean.models.architectures`."""
+    from loraocean.models.architectures import tiny_config_kwargs
+    from transformers import AutoConfig
+
+    kwargs = tiny_config_kwargs(family, vocab_size)
+    return AutoConfig.for_model(family, **kwargs)
+
+
+def build_tiny(family: str = "llama", seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = byte_tokenizer()
+    config = tiny_config(family, vocab_size=len(tokenizer))
+    config.pad_token_id = tokenizer.pad_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    model.eval()
+    return model, tokenizer

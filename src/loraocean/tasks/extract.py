@@ -1,0 +1,44 @@
+"""Reading an answer off generated text, per task (`TaskSpec.extraction`)."""
+
+from __future__ import annotations
+
+import re
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def normalize_number(text: str) -> str | None:
+    """'1,234.50' -> '1234.5'; None when not a number."""
+    text = text.replace(",", "").strip().rstrip(".")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if value == int(value):
+        return str(int(value))
+    return repr(value)
+
+
+def last_number(text: str) -> str | None:
+    """The last number in `text`, normalized; GSM8K-style answers ('#### 42', 'The answer is 42.')."""
+    marked = re.search(r"(?:####|answer is)\s*\$?\s*(-?[\d,]*\.?\d+)", text, flags=re.IGNORECASE)
+    if marked:
+        return normalize_number(marked.group(1))
+    found = _NUMBER.findall(text)
+    return normalize_number(found[-1]) if found else None
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def extract(text: str, how: str) -> str:
+    if how == "none":
+        return text.strip()
+    if how == "number":
+        return last_number(text) or ""
+    if how == "first_line":
+        return first_line(text)
+    if how == "code":
+        return text
+    raise ValueError(f"unknown extraction {how!r}")

@@ -1,0 +1,46 @@
+"""Loading a task's examples by split, with seeded caps and a content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+
+from loraocean.errors import ConfigError, LoraOceanError
+from loraocean.tasks.catalog import get_task
+from loraocean.tasks.example import SPLITS, Example, TaskSpec
+from loraocean.tasks.splits import split_examples, subsample
+from loraocean.tasks.sources import read
+
+
+@lru_cache(maxsize=64)
+def _all_splits(spec: TaskSpec) -> dict[str, tuple[Example, ...]]:
+    data = read(spec.source, spec.name)
+    if isinstance(data, dict):
+        splits = {s: list(data.get(s, [])) for s in SPLITS}
+    else:
+        splits = split_examples(data, spec.split_policy, spec.name)
+    return {k: tuple(v) for k, v in splits.items()}
+
+
+def load_split(task: str | TaskSpec, split: str, limit: int | None = None, seed: int = 0) -> list[Example]:
+    """Examples of one split, optionally capped to a seeded stable subset of `limit`."""
+    spec = get_task(task) if isinstance(task, str) else task
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1 (got {limit})")
+    examples = list(_all_splits(spec)[split])
+    if not examples:
+        raise LoraOceanError(f"task {spec.name!r} has an empty {split} split; "
+                             "choose another split or a larger source")
+    return subsample(examples, limit, seed)
+
+
+def data_hash(examples: list[Example]) -> str:
+    """SHA-256 over the examples' canonical JSON: identifies the exact data a stage used."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps(ex.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()

@@ -1,0 +1,120 @@
+"""BIG-bench `task.json` files (Apache-2.0): by path, or by name from a fetched copy.
+
+Choice tasks come from `target_scores` (choices in file order; the label is the first choice with
+the highest score); tasks with only `target` become generate tasks. When the file asks for it
+(`append_choices_to_input`, BIG-bench's default is true), the choices are listed in the input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from loraocean.errors import DataError, LoraOceanError
+from loraocean.paths import home
+from loraocean.tasks.example import Example
+from loraocean.tasks.sources import reader
+
+FETCH_HINT = "run `loraocean data fetch bigbench` once (downloads the bigbench 1.0.0 sdist from PyPI)"
+
+
+def search_roots() -> list[Path]:
+    """Folders searched for BIG-bench tasks by name: $LORAOCEAN_BIGBENCH, then the fetched copy."""
+    roots = []
+    if os.environ.get("LORAOCEAN_BIGBENCH"):
+        roots += [Path(p) for p in os.environ["LORAOCEAN_BIGBENCH"].split(os.pathsep) if p]
+    roots.append(home() / "data" / "bigbench")
+    return roots
+
+
+def locate(ref: str) -> Path:
+    """The task.json for a path (file or folder) or a task name like `logical_deduction/three_objects`."""
+    path = Path(ref).expanduser()
+    candidates = [path] if (path.is_absolute() or ref.startswith(".") or path.exists()) else []
+    candidates += [root / ref for root in search_roots()]
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+        if (cand / "task.json").is_file():
+            return cand / "task.json"
+    raise LoraOceanError(f"BIG-bench task {ref!r} not found (looked in {', '.join(map(str, candidates))}); "
+                         f"pass a path to a task.json or its folder, or {FETCH_HINT}")
+
+
+def task_name_for(ref: str) -> str:
+    """`../x/logical_deduction/three_objects` -> `logical_deduction_three_objects` for a name ref;
+    for a path, the folder name (and parent, for BIG-bench subtasks)."""
+    path = locate(ref)
+    folder = path.parent
+    if (folder.parent / "task.json").is_file():  # a subtask folder of a task with subtasks
+        return f"{folder.parent.name}_{folder.name}"
+    return folder.name
+
+
+def list_tasks(root: str | Path) -> list[tuple[str, Path]]:
+    """(name, task.json) for every task file with examples under `root`."""
+    root = Path(root)
+    out = []
+    for path in sorted(root.rglob("task.json")):
+        rel = path.parent.relative_to(root)
+        name = "_".join(rel.parts) if rel.parts else root.name
+        out.append((name, path))
+    return out
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno,
+                        fix="repair the file or re-fetch it") from None
+
+
+def convert(data: dict, task: str, path: Path | str = "<task.json>") -> list[Example]:
+    if not isinstance(data.get("examples"), list) or not data["examples"]:
+        raise DataError(path, "has no examples", field="examples",
+                        fix="a task with subtasks lists them in sub-folders; point at one of those")
+    instruction = (data.get("task_prefix") or "").strip()
+    append = data.get("append_choices_to_input", True)
+    out = []
+    for i, row in enumerate(data["examples"]):
+        where = f"examples[{i}]"
+        if not isinstance(row, dict) or not isinstance(row.get("input"), str):
+            raise DataError(path, f"example {i} lacks a text 'input'", field=f"{where}.input")
+        scores = row.get("target_scores")
+        if scores is not None:
+            if not isinstance(scores, dict) or not scores:
+                raise DataError(path, f"example {i} has empty or non-object target_scores",
+                                field=f"{where}.target_scores")
+            choices = [str(c) for c in scores]
+            values = [float(v) for v in scores.values()]
+            label = values.index(max(values))
+            text = row["input"]
+            if append:
+                text += "\n" + "\n".join(f"- {c}" for c in choices)
+            out.append(Example(id=f"{task}-{i:05d}", task=task, instruction=instruction, input=text,
+                               target=choices[label], choices=choices, label=label))
+        else:
+            target = row.get("target")
+            targets = [target] if isinstance(target, str) else target
+            if not targets or not all(isinstance(t, str) for t in targets):
+                raise DataError(path, f"example {i} has neither target_scores nor a text target",
+                                field=f"{where}.target")
+            out.append(Example(id=f"{task}-{i:05d}", task=task, instruction=instruction,
+                               input=row["input"], target=targets[0],
+                               metadata={"answers": list(targets)}))
+    return out
+
+
+def mode_of(ref: str) -> str:
+    data = _load_json(locate(ref))
+    ex = (data.get("examples") or [{}])[0]
+    return "choice" if "target_scores" in ex else "generate"
+
+
+@reader("bigbench")
+def read_bigbench(ref: str, task: str) -> list[Example]:
+    path = locate(ref)
+    return convert(_load_json(path), task, path)

@@ -1,0 +1,132 @@
+"""One small training loop shared by LoRA training and every MoE method that trains.
+
+Plain PyTorch on purpose (readable top to bottom, like a torchtune recipe): length-grouped batches,
+gradient accumulation to the effective batch, AdamW, linear warm-up then cosine decay, gradient
+clipping, an optional auxiliary loss from the model (e.g. LoRAMoE's balancing constraint), and a
+hard stop on a NaN/inf loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from loraocean.batching import Encoded, length_grouped, pad_batch
+from loraocean.errors import TrainingError
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int | None = None  # optimizer steps; caps epochs when set
+    batch_size: int = 8           # examples per forward pass
+    grad_accum: int = 1           # forward passes per optimizer step
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class TrainLog:
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)  # one per optimizer step
+
+    def summary(self) -> dict:
+        n = len(self.losses)
+        head = self.losses[: max(1, n // 10)]
+        tail = self.losses[-max(1, n // 10):]
+        return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
+                "loss_first": round(sum(head) / len(head), 4) if n else None,
+                "loss_last": round(sum(tail) / len(tail), 4) if n else None,
+                "loss_min": round(min(self.losses), 4) if n else None,
+                "tokens_per_second": round(self.tokens / self.seconds, 1) if self.seconds else None}
+
+
+def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return fn
+
+
+def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
+          params: list[torch.nn.Parameter] | None = None,
+          aux_loss: Callable[[], torch.Tensor | None] | None = None,
+          batch_hook: Callable[[list[int]], None] | None = None,
+          on_step: Callable[[int, int, float], None] | None = None) -> TrainLog:
+    """Train the parameters that require grad (or `params`) on `data`.
+
+    aux_loss: called after each forward, returns a tensor added to the LM loss (or None).
+    batch_hook: called with the example indices of each batch before its forward (e.g. to set
+    per-example routing labels). on_step(step, total, loss): progress callback.
+    """
+    if not data:
+        raise TrainingError("no training examples")
+    torch.manual_seed(cfg.seed)
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the model has no trainable parameters")
+    device = next(model.parameters()).device
+    batches_per_epoch = len(length_grouped([len(d) for d in data], cfg.batch_size, cfg.seed))
+    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
+    total = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(cfg.warmup_ratio * total)))
+    log = TrainLog()
+    model.train()
+    start = time.perf_counter()
+    epoch = 0
+    micro = 0
+    running = 0.0
+    while log.steps < total:
+        for batch_idx in length_grouped([len(d) for d in data], cfg.batch_size, cfg.seed + epoch):
+            if batch_hook is not None:
+                batch_hook(batch_idx)
+            batch = {k: v.to(device) for k, v in pad_batch([data[i] for i in batch_idx], pad_id).items()}
+            out = model(**batch)
+            loss = out.loss
+            extra = aux_loss() if aux_loss is not None else None
+            if extra is not None:
+                loss = loss + extra
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at step {log.steps + 1}; lower the "
+                                    "learning rate or check the data")
+            (loss / cfg.grad_accum).backward()
+            running += loss.item() / cfg.grad_accum
+            log.tokens += int(batch["attention_mask"].sum())
+            micro += 1
+            if micro % cfg.grad_accum:
+                continue
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            log.steps += 1
+            log.losses.append(running)
+            if on_step is not None:
+                on_step(log.steps, total, running)
+            running = 0.0
+            if log.steps >= total:
+                break
+        epoch += 1
+    model.eval()
+    log.seconds = time.perf_counter() - start
+    return log
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

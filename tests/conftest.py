@@ -1,0 +1,35 @@
+"""Shared test set-up: a persistent cache for the converted embedded model, the BIG-bench files
+from ../shared (read in place, never copied), and tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LORAOCEAN_SHARED", ROOT.parent / "shared"))
+BIGBENCH = SHARED / "data" / "bigbench"
+
+# The embedded model is converted once into this cache and reused by every test run.
+os.environ.setdefault("LORAOCEAN_HOME", str(ROOT / ".cache" / "loraocean-test"))
+if BIGBENCH.is_dir():
+    os.environ.setdefault("LORAOCEAN_BIGBENCH", str(BIGBENCH))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def bigbench_task(name: str) -> str:
+    """A `bigbench:PATH` reference to a task file in ../shared (skips the test only if the shared
+    data folder is absent, which never happens in CI)."""
+    path = BIGBENCH / name
+    if not path.is_dir():
+        pytest.skip(f"{path} not present")
+    return f"bigbench:{path}"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from loraocean.models import load
+
+    return load("tiny-llama")
