@@ -20,11 +20,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def bigbench_task(name: str) -> str:
-    """A `bigbench:PATH` reference to a task file in ../shared (skips the test only if the shared
-    data folder is absent, which never happens in CI)."""
+    """A `bigbench:PATH` reference to a task file in ../shared (fails clearly if the shared
+    data folder is missing: CI always has it beside the clone)."""
     path = BIGBENCH / name
     if not path.is_dir():
-        pytest.skip(f"{path} not present")
+        pytest.fail(f"{path} is missing: the tests read BIG-bench files from ../shared/data/bigbench")
     return f"bigbench:{path}"
 
 
