@@ -20,9 +20,9 @@ IGNORE = -100
 
 
 def split_encode(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) as lm-eval computes them; trailing spaces of the context
-    move to the continuation first."""
-    n_spaces = len(context) - len(context.rstrip(" "))
+    """(context ids, continuation ids) as lm-eval computes them; trailing whitespace of the context
+    (spaces and newlines, lm-eval's `context.rstrip()`) moves to the continuation first."""
+    n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
