@@ -1,0 +1,225 @@
+"""The on-disk library: `<root>/<model-slug>/<task>/` is a PEFT adapter folder plus card.json;
+`<root>/manifest.json` indexes them (one row per adapter) and is always rebuildable from the cards.
+
+Writers (a local build, Ray workers on a shared filesystem) only ever create whole adapter folders
+atomically; the manifest is re-derived from the cards and replaced atomically, so concurrent
+writers never corrupt it. Folders whose names start with `.` or `_` are ours (temp folders,
+failure logs) and are not adapters.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraocean import models
+from loraocean.artifacts import atomic_dir, sha256_file, write_json_atomic
+from loraocean.errors import IntegrityError, LoraOceanError
+from loraocean.library.presets import is_stale
+from loraocean.library.train import CARD, WEIGHTS
+
+MANIFEST = "manifest.json"
+FAILURES = "_failures"
+ADAPTER_FILES = ("adapter_config.json", WEIGHTS)
+
+
+@dataclass
+class Entry:
+    model: str
+    task: str
+    path: Path
+    card: dict
+
+    def row(self, root: Path) -> dict:
+        c = self.card
+        return {"model": self.model, "task": self.task, "preset": c.get("preset", {}).get("name"),
+                "data_hash": c.get("data_hash"), "metrics": c.get("metrics", {}),
+                "sha256": c.get("weights_sha256"), "path": str(self.path.relative_to(root)),
+                "created": c.get("created")}
+
+
+@dataclass
+class Report:
+    """What `verify` found. Clean when every list is empty."""
+    ok: list[str]
+    missing: list[str]    # manifest rows whose folder or weights are gone
+    corrupt: list[str]    # weights whose sha256 differs from the card, unreadable cards
+    orphaned: list[str]   # adapter folders without a card, or cards the manifest does not list
+    stale: list[str]      # trained with a preset whose values have changed since
+    leftovers: list[str]  # temp folders of interrupted writes
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.corrupt or self.orphaned or self.stale or self.leftovers)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def read_card(folder: Path) -> dict:
+    path = folder / CARD
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise IntegrityError(f"{path}: unreadable card ({err}); remove the folder and rebuild it") from None
+
+
+class Library:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ---- layout -----------------------------------------------------------------------------
+    def path(self, model: str, task: str) -> Path:
+        return self.root / models.slug(model) / task
+
+    def _folders(self):
+        """Every candidate adapter folder (two levels under the root, not hidden)."""
+        if not self.root.is_dir():
+            return
+        for mdir in sorted(p for p in self.root.iterdir() if p.is_dir() and not _hidden(p.name)):
+            for tdir in sorted(p for p in mdir.iterdir() if p.is_dir() and not _hidden(p.name)):
+                yield tdir
+
+    # ---- reading ----------------------------------------------------------------------------
+    def list(self) -> list[Entry]:
+        """Finished adapters (a folder with a readable card), sorted by model then task."""
+        out = []
+        for folder in self._folders():
+            if not (folder / CARD).is_file():
+                continue
+            try:
+                card = read_card(folder)
+            except IntegrityError:
+                continue
+            out.append(Entry(card.get("model", folder.parent.name), card.get("task", folder.name),
+                             folder, card))
+        return out
+
+    def find(self, model: str, task: str) -> Entry | None:
+        """The entry when a finished adapter is there (no checksum), else None."""
+        folder = self.path(model, task)
+        if not (folder / CARD).is_file():
+            return None
+        return Entry(model, task, folder, read_card(folder))
+
+    def get(self, model: str, task: str) -> Entry:
+        """The entry, after checking its weights against the card's sha256."""
+        entry = self.find(model, task)
+        if entry is None:
+            have = sorted(f"{e.model}/{e.task}" for e in self.list())
+            raise LoraOceanError(f"no adapter for model {model!r} and task {task!r} in {self.root}"
+                                 f" (have: {', '.join(have[:10]) or 'none'}); build it with "
+                                 "`loraocean library build`")
+        check_weights(entry)
+        return entry
+
+    def manifest(self) -> dict:
+        path = self.root / MANIFEST
+        if not path.is_file():
+            return {"version": 1, "adapters": []}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise IntegrityError(f"{path}: not valid JSON ({err}); rebuild it with "
+                                 "`loraocean library verify --fix`") from None
+
+    # ---- writing ----------------------------------------------------------------------------
+    def rebuild_manifest(self) -> dict:
+        """Re-derive the manifest from the cards and replace it atomically."""
+        manifest = {"version": 1, "adapters": [e.row(self.root) for e in self.list()]}
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.root / MANIFEST, manifest)
+        return manifest
+
+    def add(self, folder: str | Path, overwrite: bool = False) -> Entry:
+        """Copy a finished adapter folder (PEFT files + card.json) into the library, atomically."""
+        folder = Path(folder)
+        for name in (*ADAPTER_FILES, CARD):
+            if not (folder / name).is_file():
+                raise LoraOceanError(f"{folder} has no {name}; an adapter folder needs "
+                                     f"{', '.join(ADAPTER_FILES)} and {CARD}")
+        card = read_card(folder)
+        entry = Entry(card["model"], card["task"], folder, card)
+        check_weights(entry)
+        dest = self.path(card["model"], card["task"])
+        if dest.exists() and not overwrite:
+            raise LoraOceanError(f"{dest} already exists; remove it first or pass overwrite")
+        with atomic_dir(dest, overwrite=overwrite) as tmp:
+            for item in folder.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, tmp / item.name)
+        self.rebuild_manifest()
+        return Entry(card["model"], card["task"], dest, card)
+
+    def remove(self, model: str, task: str) -> None:
+        folder = self.path(model, task)
+        if not folder.exists():
+            raise LoraOceanError(f"no adapter for model {model!r} and task {task!r} in {self.root}")
+        shutil.rmtree(folder)
+        self.rebuild_manifest()
+
+    def set_metrics(self, model: str, task: str, metrics: dict) -> None:
+        """Record evaluation metrics in a card (atomic rewrite) and the manifest."""
+        folder = self.path(model, task)
+        card = read_card(folder)
+        card.setdefault("metrics", {}).update(metrics)
+        write_json_atomic(folder / CARD, card)
+        self.rebuild_manifest()
+
+    def clean_leftovers(self) -> list[Path]:
+        """Remove temp folders left by interrupted writes (only safe when no writer is running)."""
+        gone = []
+        for path in self._leftovers():
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+        return gone
+
+    def _leftovers(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        found = list(self.root.glob(".tmp-*")) + list(self.root.glob("*/.tmp-*")) + \
+            list(self.root.glob("*/.old-*"))
+        return sorted(p for p in found if p.is_dir())
+
+    # ---- checking ---------------------------------------------------------------------------
+    def verify(self) -> Report:
+        report = Report([], [], [], [], [], [str(p) for p in self._leftovers()])
+        listed = {}
+        for row in self.manifest().get("adapters", []):
+            listed[row["path"]] = row
+            folder = self.root / row["path"]
+            if not (folder / WEIGHTS).is_file() or not (folder / CARD).is_file():
+                report.missing.append(row["path"])
+        for folder in self._folders():
+            rel = str(folder.relative_to(self.root))
+            if not (folder / CARD).is_file():
+                report.orphaned.append(f"{rel} (no {CARD})")
+                continue
+            try:
+                card = read_card(folder)
+                check_weights(Entry(card.get("model", ""), card.get("task", ""), folder, card))
+            except IntegrityError as err:
+                report.corrupt.append(f"{rel}: {err}")
+                continue
+            if rel not in listed:
+                report.orphaned.append(f"{rel} (not in {MANIFEST})")
+            if is_stale(card.get("preset", {})):
+                report.stale.append(f"{rel} (preset {card['preset'].get('name')!r} changed)")
+            else:
+                report.ok.append(rel)
+        return report
+
+
+def check_weights(entry: Entry) -> None:
+    weights = entry.path / WEIGHTS
+    if not weights.is_file():
+        raise IntegrityError(f"{weights} is missing; remove the folder and rebuild the adapter")
+    expected = entry.card.get("weights_sha256")
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise IntegrityError(f"{weights}: sha256 {actual[:12]}... does not match the card's "
+                             f"{str(expected)[:12]}...; the file is corrupt: remove the folder and "
+                             "rebuild the adapter")
