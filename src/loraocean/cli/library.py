@@ -1,0 +1,185 @@
+"""`loraocean library`: list, show, verify, import, export and build a LoRA library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="The LoRA library: one PEFT adapter per (model, task) under a root folder.",
+                  no_args_is_help=True)
+
+ROOT_HELP = "Library root folder."
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command("ls")
+def ls(root: Path = typer.Option(..., help=ROOT_HELP)) -> None:
+    """One row per adapter: model, task, preset, final loss, metrics, created."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from loraocean.library import Library
+
+    table = Table("model", "task", "preset", "loss", "metrics", "created")
+    for e in Library(root).list():
+        c = e.card
+        table.add_row(e.model, e.task, str(c.get("preset", {}).get("name")),
+                      str(c.get("train", {}).get("loss_last", "")),
+                      ", ".join(f"{k} {v}" for k, v in c.get("metrics", {}).items()),
+                      str(c.get("created")))
+    Console().print(table)
+
+
+@app.command("show")
+def show(model: str = typer.Argument(..., help="Base model name."),
+         task: str = typer.Argument(..., help="Task name."),
+         root: Path = typer.Option(..., help=ROOT_HELP)) -> None:
+    """Print an adapter's card (after checking its weights)."""
+    from loraocean.library import Library
+
+    entry = Library(root).get(model, task)
+    typer.echo(f"# {entry.path}")
+    typer.echo(json.dumps(entry.card, indent=2, sort_keys=True))
+
+
+@app.command("verify")
+def verify(root: Path = typer.Option(..., help=ROOT_HELP),
+           fix_manifest: bool = typer.Option(False, "--fix-manifest", help="Rebuild the manifest from the cards first.")) -> None:
+    """Re-hash every weight file; report missing, corrupt, orphaned, stale and leftover entries.
+    Exits 1 when the library is not clean."""
+    from loraocean.library import Library
+
+    lib = Library(root)
+    if fix_manifest:
+        lib.rebuild_manifest()
+    rep = lib.verify()
+    typer.echo(f"{root}: {len(rep.ok)} ok")
+    for kind in ("missing", "corrupt", "orphaned", "stale", "leftovers"):
+        for item in getattr(rep, kind):
+            typer.echo(f"  {kind}: {item}")
+    if not rep.clean:
+        raise typer.Exit(1)
+    typer.echo("clean")
+
+
+@app.command("import")
+def import_(folder: Path = typer.Argument(..., help="A PEFT adapter folder (adapter_config.json + adapter_model.safetensors)."),
+            model: str = typer.Option(..., help="The base model it was trained for."),
+            task: str = typer.Option(..., help="The task it is for (library folder name)."),
+            root: Path = typer.Option(..., help=ROOT_HELP),
+            overwrite: bool = typer.Option(False, help="Replace an existing entry.")) -> None:
+    """Add an existing PEFT adapter after checking that it fits the base model."""
+    from loraocean.library import Library, import_adapter
+
+    entry = import_adapter(Library(root), folder, model, task, overwrite=overwrite)
+    typer.echo(f"imported {folder} as {entry.path}")
+
+
+@app.command("export")
+def export(model: str = typer.Argument(..., help="Base model name."),
+           task: str = typer.Argument(..., help="Task name."),
+           out: Path = typer.Option(..., help="Folder to write (hub-ready: PEFT files + README.md)."),
+           root: Path = typer.Option(..., help=ROOT_HELP),
+           overwrite: bool = typer.Option(False, help="Replace an existing folder.")) -> None:
+    """Write a hub-ready copy of an adapter with a model card README.md."""
+    from loraocean.library import Library, export_adapter
+
+    export_adapter(Library(root), model, task, out, overwrite=overwrite)
+    typer.echo(f"exported to {out}")
+
+
+@app.command("build")
+def build(models: str = typer.Option(..., help="Comma-separated base models."),
+          tasks: str = typer.Option(..., help="Comma-separated task names."),
+          root: Path = typer.Option(..., help=ROOT_HELP),
+          preset: str = typer.Option("lite", help="Preset: lite, loralib or smoke."),
+          seed: int = typer.Option(0, help="Seed of every pair."),
+          limit: int = typer.Option(None, help="At most this many training examples per task."),
+          executor: str = typer.Option("local", help="local (process pool; 1 worker: in-process) or ray."),
+          workers: int = typer.Option(1, help="Parallel pairs (local processes, or CPUs of a local Ray)."),
+          address: str = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
+          retrain_stale: bool = typer.Option(False, help="Retrain pairs whose preset or data changed."),
+          eval_: bool = typer.Option(False, "--eval", help="Evaluate each adapter on its task's test split."),
+          eval_limit: int = typer.Option(200, help="Test examples per pair with --eval."),
+          ) -> None:
+    """Train every missing (model, task) pair, skip finished ones; summary table at the end.
+    Exits 1 when a pair failed."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from loraocean.library import Library
+    from loraocean.library.build import build as run_build
+
+    console = Console()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("pairs", total=None, info="")
+
+        def on_plan(pairs):
+            progress.update(bar, total=len(pairs))
+
+        def on_result(r):
+            progress.advance(bar)
+            if r.status == "trained":
+                progress.console.print(f"{r.model} / {r.task}: trained, loss {r.loss_first} -> "
+                                       f"{r.loss_last}, {r.seconds:.1f} s")
+            elif r.status == "failed":
+                progress.console.print(f"[red]{r.model} / {r.task}: FAILED: {r.error}")
+
+        def on_step(pair, step, total, loss):
+            progress.update(bar, info=f"{pair.model}/{pair.task} step {step}/{total} loss {loss:.4f}")
+
+        results = run_build(root, _split(models), _split(tasks), preset, seed=seed, limit=limit,
+                            executor=executor, workers=workers, address=address,
+                            retrain_stale=retrain_stale, on_plan=on_plan, on_result=on_result,
+                            on_step=on_step)
+    if eval_:
+        _evaluate(Library(root), results, eval_limit, console)
+    table = Table("model", "task", "status", "seconds", "loss", "metrics", title="library build")
+    for r in results:
+        table.add_row(r.model, r.task, r.status, f"{r.seconds:.1f}",
+                      f"{r.loss_first} -> {r.loss_last}" if r.loss_last is not None else "",
+                      ", ".join(f"{k} {v}" for k, v in r.metrics.items()) or r.error[:80])
+    console.print(table)
+    counts = {s: sum(r.status == s for r in results) for s in ("trained", "skipped", "stale", "failed")}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()) +
+                  f"; {sum(r.seconds for r in results):.1f} s of training")
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def _evaluate(lib, results, limit, console) -> None:
+    """Score each finished adapter on its test split (the evaluation room's `evaluate`)."""
+    try:
+        from loraocean.evaluation import attach, evaluate
+    except ImportError:
+        from loraocean.errors import MissingPackageError
+
+        raise MissingPackageError("loraocean.evaluation (the evaluation stage)",
+                                  "update loraocean to a version with `loraocean eval`") from None
+    from loraocean import models
+    from loraocean.tasks import CATALOG, get_task, load_split
+
+    for r in results:
+        if r.status == "failed":
+            continue
+        entry = lib.get(r.model, r.task)
+        base, tokenizer = models.load(r.model)
+        model = attach(base, entry.path)
+        spec = get_task(r.task) if r.task in CATALOG else get_task(entry.card["task_source"])
+        res = evaluate(model, tokenizer, spec, load_split(spec, "test", limit=limit))
+        r.metrics = {res.metric: round(res.value, 4), "n": res.n}
+        lib.set_metrics(r.model, r.task, {"test_" + res.metric: round(res.value, 4),
+                                          "test_n": res.n, "ci": [res.ci_low, res.ci_high]})
+        console.print(f"{r.model} / {r.task}: {res.metric} {res.value:.3f} (n {res.n})")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="library")
