@@ -1,0 +1,77 @@
+"""Putting an adapter on a base model for evaluation: a PEFT LoRA folder or an MoE checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno,
+                        fix="the adapter folder is damaged; re-train or re-copy it") from None
+
+
+def model_name(model) -> str | None:
+    """The name the base model was loaded by (`loraocean.models.load` records it)."""
+    return getattr(getattr(model, "config", None), "loraocean_name", None)
+
+
+def _check_base(path: Path, trained_for: str | None, model) -> None:
+    name = model_name(model)
+    if trained_for and name and trained_for != name:
+        raise AdapterMismatchError(
+            f"{path} was trained for base model {trained_for!r}, but the model given is {name!r}; "
+            f"evaluate it with --model {trained_for}")
+
+
+def kind_of(path: str | Path) -> str:
+    """`lora` (a PEFT adapter folder) or `moe` (an MoE checkpoint)."""
+    path = Path(path)
+    if (path / "moe_config.json").is_file():
+        return "moe"
+    if (path / "adapter_config.json").is_file():
+        return "lora"
+    if not path.exists():
+        raise LoraOceanError(f"adapter {path} does not exist; give a LoRA folder (adapter_config.json) "
+                             "or an MoE checkpoint (moe_config.json)")
+    raise LoraOceanError(f"{path} is neither a PEFT adapter folder (no adapter_config.json) nor an MoE "
+                         "checkpoint (no moe_config.json)")
+
+
+def attach(model, path: str | Path):
+    """`model` with the adapter at `path` on it, in eval mode.
+
+    A PEFT folder loads with `PeftModel.from_pretrained` (safetensors weights only); an MoE
+    checkpoint with `loraocean.moe.load_checkpoint`. Either way the base model the adapter was
+    made for (card.json `model`, else the MoE config's base model) must be the one given, else
+    AdapterMismatchError names both.
+    """
+    path = Path(path)
+    kind = kind_of(path)
+    card = _read_json(path / "card.json") if (path / "card.json").is_file() else {}
+    if kind == "moe":
+        config = _read_json(path / "moe_config.json")
+        _check_base(path, card.get("model") or config.get("base_model") or config.get("model"), model)
+        from loraocean.moe import load_checkpoint  # lazily: the MoE room depends on us, not back
+
+        wrapped = load_checkpoint(path, model)
+    else:
+        _check_base(path, card.get("model"), model)
+        if not (path / "adapter_model.safetensors").is_file():
+            raise LoraOceanError(f"{path} has no adapter_model.safetensors (weights are only read "
+                                 "from safetensors, never unpickled); re-save the adapter with PEFT")
+        from peft import PeftModel
+
+        try:
+            wrapped = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise AdapterMismatchError(
+                f"{path} does not fit base model {model_name(model)!r}: {str(err).splitlines()[0]}; "
+                "evaluate it with the base model it was trained on") from None
+    wrapped.eval()
+    return wrapped
