@@ -49,6 +49,48 @@ def _curve(losses: list[float], points: int = 50) -> list[float]:
     return [round(losses[int(i * step)], 4) for i in range(points)] + [round(losses[-1], 4)]
 
 
+def fit_lora(model, tokenizer, task: str, preset: "str | Preset" = "lite", seed: int = 0,
+             limit: int | None = None, on_step: Callable[[int, int, float], None] | None = None):
+    """(peft_model, card): wrap `model` with a fresh LoRA and train it. The caller saves it
+    (`write_adapter`) and gives the base model back with `peft_model.unload()`."""
+    from peft import get_peft_model
+
+    preset = get_preset(preset)
+    spec, examples = train_examples(task, preset, seed, limit)
+    model_name = getattr(model.config, "loraocean_name", model.config.name_or_path)
+    template = template_name(tokenizer, preset.template)
+    encoded = [encode(ex, tokenizer, template, max_length=preset.max_length) for ex in examples]
+    torch.manual_seed(seed)  # LoRA A init
+    peft_model = get_peft_model(model, lora_config(model, preset))
+    try:
+        log = train(peft_model, encoded, preset.train_config(seed), tokenizer.pad_token_id,
+                    on_step=on_step)
+    except BaseException:
+        peft_model.unload()
+        raise
+    summary = log.summary()
+    card = {
+        "card_version": CARD_VERSION,
+        "model": model_name,
+        "task": spec.name,
+        "task_source": spec.source,
+        "preset": preset.to_dict(),
+        "seed": seed,
+        "data_hash": data_hash(examples),
+        "n_train": len(examples),
+        "template": template,
+        "target_modules": sorted(models.targets(model, preset.part)),
+        "train": {**summary, "loss_curve": _curve(log.losses)},
+        "seconds": summary["seconds"],
+        "tokens_per_second": summary["tokens_per_second"],
+        "device": str(next(model.parameters()).device),
+        "versions": package_versions(),
+        "metrics": {},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return peft_model, card
+
+
 def train_lora(model_name: str, task: str, preset: "str | Preset" = "lite", out: str | Path | None = None,
                seed: int = 0, limit: int | None = None, model=None, tokenizer=None,
                on_step: Callable[[int, int, float], None] | None = None, overwrite: bool = False) -> dict:
@@ -57,40 +99,13 @@ def train_lora(model_name: str, task: str, preset: "str | Preset" = "lite", out:
     `model`/`tokenizer`: an already-loaded base model (left unchanged afterwards), so a build loads
     each base model once. Returns the card. The folder appears only when complete.
     """
-    from peft import get_peft_model
-
-    preset = get_preset(preset)
-    spec, examples = train_examples(task, preset, seed, limit)
     if model is None:
         model, tokenizer = models.load(model_name)
-    template = template_name(tokenizer, preset.template)
-    encoded = [encode(ex, tokenizer, template, max_length=preset.max_length) for ex in examples]
-    torch.manual_seed(seed)  # LoRA A init
-    peft_model = get_peft_model(model, lora_config(model, preset))
+    model.config.loraocean_name = model_name
     start = time.perf_counter()
+    peft_model, card = fit_lora(model, tokenizer, task, preset, seed, limit, on_step)
     try:
-        log = train(peft_model, encoded, preset.train_config(seed), tokenizer.pad_token_id,
-                    on_step=on_step)
-        seconds = time.perf_counter() - start
-        card = {
-            "card_version": CARD_VERSION,
-            "model": model_name,
-            "task": spec.name,
-            "task_source": spec.source,
-            "preset": preset.to_dict(),
-            "seed": seed,
-            "data_hash": data_hash(examples),
-            "n_train": len(examples),
-            "template": template,
-            "target_modules": sorted(models.targets(model, preset.part)),
-            "train": {**log.summary(), "loss_curve": _curve(log.losses)},
-            "seconds": round(seconds, 2),
-            "tokens_per_second": log.summary()["tokens_per_second"],
-            "device": str(next(model.parameters()).device),
-            "versions": package_versions(),
-            "metrics": {},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        card["seconds"] = round(time.perf_counter() - start, 2)  # data preparation included
         if out is not None:
             write_adapter(peft_model, card, out, overwrite=overwrite)
     finally:

@@ -21,18 +21,55 @@ class Family:
         return self.attention + self.mlp
 
 
-_LLAMA = Family(("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj"))
+_LLAMA_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+_GATED_MLP = ("gate_proj", "up_proj", "down_proj")
+_FUSED_QKV = ("query_key_value", "dense")
+_H_4H = ("dense_h_to_4h", "dense_4h_to_h")
 
+# The 17 supported families (transformers `model_type`). Leaf names are what PEFT's
+# `target_modules` matches; a dotted name ("attn.c_proj") matches a suffix of the module path.
 FAMILIES: dict[str, Family] = {
-    "llama": _LLAMA,
+    "llama": Family(_LLAMA_ATTN, _GATED_MLP),
+    "mistral": Family(_LLAMA_ATTN, _GATED_MLP),
+    "qwen2": Family(_LLAMA_ATTN, _GATED_MLP, "q/k/v have a bias"),
+    "qwen3": Family(_LLAMA_ATTN, _GATED_MLP, "q/k RMS norms; head_dim set explicitly"),
+    "gemma": Family(_LLAMA_ATTN, _GATED_MLP, "head_dim independent of hidden_size (256 by default)"),
+    "gemma2": Family(_LLAMA_ATTN, _GATED_MLP, "logit soft-capping; alternating sliding window"),
+    "gemma3_text": Family(_LLAMA_ATTN, _GATED_MLP, "text-only Gemma 3; q/k norms, sliding window"),
+    "phi": Family(("q_proj", "k_proj", "v_proj", "dense"), ("fc1", "fc2"),
+                  "attention output is `dense`; partial rotary"),
+    "phi3": Family(("qkv_proj", "o_proj"), ("gate_up_proj", "down_proj"),
+                   "fused qkv and fused gate+up projections"),
+    "gpt2": Family(("c_attn", "attn.c_proj"), ("c_fc", "mlp.c_proj"),
+                   "Conv1D layers (weight stored in x out): LoRA needs fan_in_fan_out=True; "
+                   "`c_proj` exists in attention and MLP, so the parts are told apart by path"),
+    "gpt_neox": Family(_FUSED_QKV, _H_4H, "fused query_key_value"),
+    "opt": Family(("q_proj", "k_proj", "v_proj", "out_proj"), ("fc1", "fc2"),
+                  "MLP layers sit directly on the decoder layer"),
+    "falcon": Family(_FUSED_QKV, _H_4H, "FalconLinear (a Linear subclass); fused query_key_value"),
+    "bloom": Family(_FUSED_QKV, _H_4H, "fused query_key_value; ALiBi positions"),
+    "stablelm": Family(_LLAMA_ATTN, _GATED_MLP, "partial rotary"),
+    "olmo2": Family(_LLAMA_ATTN, _GATED_MLP, "q/k norms; norms after attention and MLP"),
+    "starcoder2": Family(_LLAMA_ATTN, ("c_fc", "c_proj"), "non-gated MLP named c_fc / c_proj"),
+}
+
+# Config fields of the tiny test model of a family, beyond the shared TINY_DIMS.
+_TINY_EXTRA: dict[str, dict] = {
+    "qwen3": {"head_dim": 16},
+    "gemma": {"head_dim": 16},
+    "gemma2": {"head_dim": 16},
+    "gemma3_text": {"head_dim": 16},
+    "opt": {"ffn_dim": 128, "word_embed_proj_dim": 64},
+    "gpt2": {"n_inner": 128},
+    "falcon": {"ffn_hidden_size": 128},
+    "bloom": {"n_head": 4},
 }
 
 
 def tiny_config_kwargs(family: str, vocab_size: int) -> dict:
     from loraocean.models.tiny import TINY_DIMS
 
-    kwargs = dict(TINY_DIMS, vocab_size=vocab_size)
-    return kwargs
+    return dict(TINY_DIMS, vocab_size=vocab_size, **_TINY_EXTRA.get(family, {}))
 
 
 def targets(model, part: str = "all") -> list[str]:

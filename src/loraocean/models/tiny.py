@@ -27,24 +27,22 @@ def byte_tokenizer():
     return fast
 
 
-def tiny_config(family: str, vocab_size: int):
+def tiny_config(family: str, vocab_size: int, **special_ids):
     """A small config of `family` (a transformers model_type). Families whose configs use other
     field names are mapped in `loraocean.models.architectures`."""
     from loraocean.models.architectures import tiny_config_kwargs
     from transformers import AutoConfig
 
     kwargs = tiny_config_kwargs(family, vocab_size)
-    return AutoConfig.for_model(family, **kwargs)
+    return AutoConfig.for_model(family, **kwargs, **special_ids)
 
 
 def build_tiny(family: str = "llama", seed: int = 0):
     from transformers import AutoModelForCausalLM
 
     tokenizer = byte_tokenizer()
-    config = tiny_config(family, vocab_size=len(tokenizer))
-    config.pad_token_id = tokenizer.pad_token_id
-    config.bos_token_id = tokenizer.bos_token_id
-    config.eos_token_id = tokenizer.eos_token_id
+    config = tiny_config(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
