@@ -1,0 +1,75 @@
+"""MoE checkpoints: a folder with moe_config.json (method, its config, experts, base model),
+moe_model.safetensors (every tensor the method added: experts, routers, classifier) and card.json.
+
+    model = load_checkpoint("runs/gsm8k-loramoe", base)   # base: models.load(name)[0]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from loraocean.artifacts import atomic_dir, package_versions, sha256_file, write_json_atomic
+from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
+from loraocean.moe.experts import shaped_expert
+from loraocean.moe.model import MoEModel
+from loraocean.moe.registry import get_method
+
+CONFIG = "moe_config.json"
+WEIGHTS = "moe_model.safetensors"
+CARD = "card.json"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(model: MoEModel, out: str | Path, card: dict | None = None,
+                    overwrite: bool = False) -> Path:
+    """Write `model`'s MoE part atomically; the folder appears only when complete."""
+    from safetensors.torch import save_file
+
+    config = {"format_version": FORMAT_VERSION, "method": model.method,
+              "config": asdict(model.config_obj), "experts": model.expert_info,
+              "base_model": getattr(model.base.config, "loraocean_name", None)}
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        state = {k: v.cpu() for k, v in model.moe_state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        write_json_atomic(tmp / CONFIG, config)
+        card = dict(card or {}, method=model.method, model=config["base_model"],
+                    weights_sha256=sha256_file(tmp / WEIGHTS), versions=package_versions())
+        write_json_atomic(tmp / CARD, card)
+    return Path(out)
+
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path) / CONFIG
+    if not path.is_file():
+        raise LoraOceanError(f"{path.parent} is not an MoE checkpoint (no {CONFIG}); "
+                             "make one with `loraocean moe fit`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"invalid JSON ({err.msg})", line=err.lineno) from None
+
+
+def load_checkpoint(path: str | Path, model) -> MoEModel:
+    """Rebuild the method on `model` (changed in place: MoE layers are injected) and load the
+    checkpoint's tensors. Returns an HF-causal-LM-like module in eval mode."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = read_config(path)
+    loaded = getattr(model.config, "loraocean_name", None)
+    if config.get("base_model") and loaded and config["base_model"] != loaded:
+        raise AdapterMismatchError(f"{path} was fitted on {config['base_model']!r} but the model is "
+                                   f"{loaded!r}; load it on the same base model")
+    method = get_method(config["method"])
+    cfg = method.make_config(config["config"])
+    experts = [shaped_expert(d) for d in config["experts"]]
+    moe = method.build(model, experts, cfg)
+    try:
+        moe.load_moe_state_dict(load_file(str(path / WEIGHTS)))
+    except (KeyError, FileNotFoundError) as err:
+        raise DataError(path / WEIGHTS, f"does not match {CONFIG}: {err}",
+                        fix="re-run `loraocean moe fit`") from None
+    moe.eval()
+    return moe

@@ -1,0 +1,115 @@
+"""`fit`: build a method on a base model from selected experts, train it on the target task's
+train split when the method trains, and write a checkpoint.
+
+    card = fit("loramoe", "smollm2-135m", ["bb_snarks", "bb_implicatures"], "bb_winowhy",
+               library="lib", out="runs/winowhy-loramoe", preset="lite")
+
+Experts are library task names (resolved with `Library(root).get(model, task)`) or adapter folders.
+Training uses the one shared loop, `loraocean.trainer.train`, with the method's auxiliary loss and
+(LoRAMoE) a batch hook that sets each example's task_type.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from loraocean import models
+from loraocean.batching import encode
+from loraocean.errors import LoraOceanError
+from loraocean.moe.checkpoint import save_checkpoint
+from loraocean.moe.experts import Expert, load_adapter
+from loraocean.moe.presets import get_preset
+from loraocean.moe.registry import get_method
+from loraocean.tasks import data_hash, get_task, load_split
+
+
+@dataclass
+class FitContext:
+    """What a method's `prepare` step may use."""
+    spec: object
+    train: list
+    dev: list
+    pad_id: int
+    max_length: int
+    seed: int
+    notes: dict = field(default_factory=dict)  # recorded in the card (e.g. dev scores, weights)
+
+
+def resolve_experts(experts: list[str], model_name: str, library: str | Path | None, model=None) -> list[Expert]:
+    """Each item: an adapter folder, or a task name looked up in the library."""
+    out = []
+    for item in experts:
+        folder = Path(item).expanduser()
+        if (folder / "adapter_config.json").is_file():
+            out.append(load_adapter(folder, model=model))
+            continue
+        if library is None:
+            raise LoraOceanError(f"expert {item!r} is not an adapter folder; give --library DIR to look "
+                                 "task names up in a LoRA library")
+        from loraocean.library import Library
+
+        entry = Library(library).get(model_name, item)
+        expert = load_adapter(entry.path, name=item, model=model)
+        expert.task = item
+        out.append(expert)
+    return out
+
+
+def task_types(spec, examples) -> list[int]:
+    """LoRAMoE's 0/1 group: metadata["task_type"] when given, else 1 for knowledge tasks."""
+    default = 1 if spec.category == "knowledge" else 0
+    return [int(ex.metadata.get("task_type", default)) for ex in examples]
+
+
+def fit(method: str, model_name: str, experts: list[str], task: str, out: str | Path,
+        library: str | Path | None = None, preset: str = "lite", options: dict | None = None,
+        seed: int = 0, model=None, tokenizer=None, overwrite: bool = False, on_step=None) -> dict:
+    """Fit `method` for target `task` and write the checkpoint to `out`; returns its card.
+
+    `model`/`tokenizer`: an already-loaded base model (it is changed in place)."""
+    m = get_method(method)
+    cfg = m.make_config(options)
+    p = get_preset(preset)
+    if model is None:
+        model, tokenizer = models.load(model_name)
+    spec = get_task(task)
+    train_ex = load_split(spec, "train", limit=p.train_limit, seed=seed)
+    try:
+        dev_ex = load_split(spec, "dev", limit=p.dev_limit, seed=seed)
+    except LoraOceanError:
+        dev_ex = []
+    ctx = FitContext(spec, train_ex, dev_ex, tokenizer.pad_token_id, p.max_length, seed)
+    chosen = resolve_experts(experts, model_name, library, model)
+    start = time.perf_counter()
+    if m.prepare is not None:
+        chosen = m.prepare(model, tokenizer, chosen, cfg, ctx)
+    moe = m.build(model, chosen, cfg)
+    log = None
+    if m.trains:
+        from loraocean.trainer import train
+
+        encoded = [encode(ex, tokenizer, max_length=p.max_length) for ex in train_ex]
+        types = task_types(spec, train_ex)
+
+        def set_task_type(idx):
+            moe.task_type = torch.tensor([types[i] for i in idx], device=moe.device)
+
+        aux = (lambda: m.aux_loss(moe, cfg)) if m.aux_loss is not None else None
+        tcfg = p.train_config(method, seed)
+        log = train(moe, encoded, tcfg, tokenizer.pad_token_id, aux_loss=aux, batch_hook=set_task_type,
+                    on_step=on_step)
+    moe.eval()
+    card = {"method": method, "model": model_name, "task": task, "experts": list(experts),
+            "preset": preset, "options": asdict(cfg), "seed": seed,
+            "train_config": asdict(p.train_config(method, seed)) if m.trains else None,
+            "train_log": log.summary() if log else None, "losses": log.losses if log else None,
+            "data_hash": data_hash(train_ex), "n_train": len(train_ex), "notes": ctx.notes,
+            "seconds": round(time.perf_counter() - start, 2),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    save_checkpoint(moe, out, card, overwrite=overwrite)
+    return card

@@ -1,0 +1,174 @@
+"""The one multi-expert Linear every method uses, and how to put it into a model.
+
+    y = W0 x + sum_e g_e(x) * s_e * B_e A_e dropout(x)
+
+computed with two matrix products over the experts stacked side by side (no Python loop):
+h = dropout(x) A_cat^T (tokens x R, R = sum of ranks), each column of h is multiplied by the gate
+of the expert it belongs to times that expert's scaling, then y = W0 x + h B_cat^T. Ranks may
+differ between experts (an expert that does not adapt this module has rank 0 here).
+
+The gate g comes from `self.router(x, h, layer)` (a module, trained or fixed) or, when a method
+computes gates outside the layer (X-LoRA), from `layer.external_gates`. The last gates are kept in
+`layer.last_gates` for auxiliary losses and routing statistics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from loraocean.errors import ConfigError
+from loraocean.moe.experts import Expert
+
+
+def top_k_renormalise(probs: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep the k largest gates per token and rescale them to sum to 1."""
+    if k is None or k >= probs.shape[-1]:
+        return probs
+    values, idx = probs.topk(k, dim=-1)
+    kept = torch.zeros_like(probs).scatter(-1, idx, values)
+    return kept / kept.sum(-1, keepdim=True).clamp_min(1e-20)
+
+
+class SoftmaxRouter(nn.Module):
+    """Token router W_g (E x d_in, no bias), softmax in fp32, optional top-k renormalised
+    (LoRAMoE: dense; Rocket: top-2). Initialised like nn.Linear (kaiming-uniform)."""
+
+    def __init__(self, d_in: int, n_experts: int, top_k: int | None = None, temperature: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_experts, d_in, dtype=torch.float32))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.top_k = top_k
+        self.temperature = temperature
+
+    def forward(self, x, h, layer):
+        logits = F.linear(x.float(), self.weight) / self.temperature
+        return top_k_renormalise(logits.softmax(-1), self.top_k)
+
+
+class FixedGates(nn.Module):
+    """The same gate vector for every token (uniform average, one expert, merged experts)."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32).clone())
+
+    def forward(self, x, h, layer):
+        return self.weights.expand(*x.shape[:-1], -1)
+
+
+class MoELinear(nn.Module):
+    """A frozen Linear plus E stacked LoRA experts mixed by per-token gates."""
+
+    def __init__(self, base: nn.Linear, As: list[torch.Tensor], Bs: list[torch.Tensor],
+                 scales: list[float], dropout: float = 0.0):
+        super().__init__()
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        d_in, d_out = base.in_features, base.out_features
+        ranks = [a.shape[0] for a in As]
+        dtype, device = base.weight.dtype, base.weight.device
+        A = torch.cat([a if a.numel() else torch.zeros(a.shape[0], d_in) for a in As], 0)
+        B = torch.cat([b if b.numel() else torch.zeros(d_out, b.shape[1]) for b in Bs], 1)
+        self.lora_A = nn.Parameter(A.to(device=device, dtype=dtype))  # (R, d_in)
+        self.lora_B = nn.Parameter(B.to(device=device, dtype=dtype))  # (d_out, R)
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32, device=device))
+        # owner[j] = the expert that column j of h belongs to
+        owner = torch.repeat_interleave(torch.arange(len(ranks)), torch.tensor(ranks, dtype=torch.long))
+        self.register_buffer("owner", owner.to(device), persistent=False)
+        self.ranks = ranks
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.router: nn.Module | None = None
+        self.external_gates: torch.Tensor | None = None
+        self.last_gates: torch.Tensor | None = None
+        self.index = 0  # position among the model's MoE layers (set by `inject`)
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.ranks)
+
+    def expert_slice(self, e: int) -> slice:
+        start = sum(self.ranks[:e])
+        return slice(start, start + self.ranks[e])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)  # (..., R)
+        if self.external_gates is not None:
+            gates = self.external_gates
+        elif self.router is not None:
+            gates = self.router(x, h, self)
+        else:
+            raise RuntimeError("MoELinear has neither a router nor external gates")
+        self.last_gates = gates
+        per_column = (gates.to(h.dtype) * self.scales.to(h.dtype))[..., self.owner]  # (..., R)
+        return y + F.linear(h * per_column, self.lora_B).to(y.dtype)
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent_name, _, leaf = name.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), leaf
+
+
+def inject(model: nn.Module, experts: list[Expert], targets=None, dropout: float = 0.0,
+           router=None) -> dict[str, MoELinear]:
+    """Replace every Linear that some expert adapts (and whose leaf name is in `targets`, when
+    given) by a MoELinear holding all experts. `router(layer)` makes each layer's router.
+    Layers are numbered in `model.named_modules()` order (PEFT's order too). Returns them by name."""
+    if not experts:
+        return {}
+    wanted = {m for e in experts for m in e.modules}
+    if targets is not None:
+        wanted = {m for m in wanted if m.rsplit(".", 1)[-1] in set(targets)}
+    if not wanted:
+        raise ConfigError(f"the experts adapt none of the target modules {sorted(set(targets or []))}; "
+                          "choose experts trained on those modules")
+    names = [n for n, mod in model.named_modules() if n in wanted and isinstance(mod, nn.Linear)]
+    missing = wanted - set(names)
+    if missing:
+        raise ConfigError(f"the model has no Linear layer named {sorted(missing)[0]!r} "
+                          "(experts were trained on another architecture)")
+    layers = {}
+    for i, name in enumerate(names):
+        base = model.get_submodule(name)
+        As = [e.A.get(name, torch.zeros(0, base.in_features)) for e in experts]
+        Bs = [e.B.get(name, torch.zeros(base.out_features, 0)) for e in experts]
+        scales = [e.scale.get(name, 0.0) for e in experts]
+        layer = MoELinear(base, As, Bs, scales, dropout)
+        layer.index = i
+        if router is not None:
+            layer.router = router(layer)
+        parent, leaf = _parent(model, name)
+        setattr(parent, leaf, layer)
+        layers[name] = layer
+    return layers
+
+
+def moe_layers(model: nn.Module) -> dict[str, MoELinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, MoELinear)}
+
+
+def expert_weights(layers: dict[str, MoELinear], names: list[str]) -> list[Expert]:
+    """The experts' current A/B back as `Expert`s (e.g. after joint training)."""
+    out = []
+    for e, name in enumerate(names):
+        ex = Expert(name=name)
+        for m, layer in layers.items():
+            if layer.ranks[e]:
+                sl = layer.expert_slice(e)
+                ex.A[m] = layer.lora_A.detach()[sl].float().cpu()
+                ex.B[m] = layer.lora_B.detach()[:, sl].float().cpu()
+                ex.scale[m] = float(layer.scales[e])
+        out.append(ex)
+    return out
+
+
+def remove(model: nn.Module) -> None:
+    """Put the original Linear layers back (undo `inject`)."""
+    for name in list(moe_layers(model)):
+        parent, leaf = _parent(model, name)
+        setattr(parent, leaf, getattr(parent, leaf).base)

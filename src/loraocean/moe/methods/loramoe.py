@@ -1,0 +1,86 @@
+"""LoRAMoE (Dou et al., arXiv 2312.09979): LoRA experts on the FFN projections only, a dense
+softmax router per adapted Linear (fp32), and the localized balancing constraint (LBC).
+
+LBC per adapted Linear, with gates g (batch x tokens x E) and a 0/1 task_type per example:
+Q = g summed over the (non-padding) tokens (batch x E);
+I[b, i] = 1 + delta if (i < E/2 and task_type_b = 1) or (i >= E/2 and task_type_b = 0), else 1 - delta;
+L = beta * Var(I*Q) / (Mean(I*Q)^2 + 1e-10) over all batch x E entries (unbiased variance).
+The losses of all adapted Linears are summed. task_type 1 marks world-knowledge examples: in
+`fit` it is the example's metadata["task_type"] when present, else 1 for tasks of the
+"knowledge" category and 0 for the others. Experts are the selected library LoRAs (their FFN
+parts) or, with no experts given, `n_experts` fresh LoRAs (A kaiming, B zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from loraocean import models
+from loraocean.moe.experts import fresh_expert
+from loraocean.moe.layer import SoftmaxRouter, inject
+from loraocean.moe.model import MoEModel, freeze_base
+from loraocean.moe.registry import register_method
+
+
+@dataclass
+class Config:
+    n_experts: int = 8          # fresh experts, used when no library LoRAs are given
+    r: int = 4                  # rank of fresh experts
+    alpha: float = 32.0         # LoRA alpha of fresh experts (scaling alpha / r)
+    dropout: float = 0.05
+    beta: float = 0.1           # LBC weight (paper value unverified)
+    delta: float = 0.1          # LBC importance margin (paper value unverified)
+    train_experts: bool = True  # False: routers only
+    seed: int = 0
+
+
+def lbc_loss(gates: torch.Tensor, task_type: torch.Tensor | None, mask: torch.Tensor | None,
+             beta: float, delta: float) -> torch.Tensor:
+    """The localized balancing constraint of one layer (see the module docstring)."""
+    gates = gates.float()
+    if mask is not None:
+        gates = gates * mask[..., None].to(gates.dtype)
+    Q = gates.sum(1)  # (batch, E)
+    n_batch, n_experts = Q.shape
+    if task_type is None:
+        task_type = torch.zeros(n_batch, dtype=torch.long, device=Q.device)
+    first_half = torch.arange(n_experts, device=Q.device) < n_experts / 2
+    knowledge = task_type.to(Q.device).bool()[:, None]
+    favoured = (first_half[None] & knowledge) | (~first_half[None] & ~knowledge)
+    importance = torch.where(favoured, 1.0 + delta, 1.0 - delta)
+    z = (importance * Q).flatten()
+    return beta * z.var() / (z.mean() ** 2 + 1e-10)
+
+
+def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
+    total = None
+    for layer in model.layers().values():
+        if layer.last_gates is None:
+            continue
+        loss = lbc_loss(layer.last_gates, model.task_type, model.attention_mask, cfg.beta, cfg.delta)
+        total = loss if total is None else total + loss
+    return total
+
+
+@register_method("loramoe", Config, trains=True, aux_loss=aux_loss)
+def build(base, experts, cfg: Config) -> MoEModel:
+    """LoRAMoE: FFN-only experts, dense fp32 softmax router per Linear, LBC auxiliary loss."""
+    targets = models.targets(base, "mlp")
+    if experts:
+        experts = [e.only(targets) for e in experts]
+    else:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        experts = [fresh_expert(base, f"expert{i}", targets, cfg.r, cfg.alpha, gen)
+                   for i in range(cfg.n_experts)]
+    freeze_base(base)
+    n = len(experts)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        layers = inject(base, experts, targets, cfg.dropout,
+                        router=lambda layer: SoftmaxRouter(layer.base.in_features, n).to(layer.lora_A.device))
+    for layer in layers.values():
+        layer.lora_A.requires_grad_(cfg.train_experts)
+        layer.lora_B.requires_grad_(cfg.train_experts)
+    return MoEModel(base, "loramoe", cfg, experts)

@@ -1,0 +1,50 @@
+"""Rocket's MoE stage (Yang et al., arXiv 2408.15915): per adapted Linear a gate Linear(d_in, E,
+no bias), softmax, top-2 renormalised, over experts initialised from the selected library LoRAs;
+experts and gates fine-tuned jointly (or the gates only). No auxiliary loss.
+
+The alpha/r question: the reference code leaves each expert's alpha/r scaling out of the MoE
+forward. We keep it (`keep_scaling=True`): the experts were trained with that scaling, so keeping
+it makes a one-hot gate reproduce the library LoRA exactly, which is what "initialised from a
+library LoRA" should mean. `keep_scaling=False` reproduces the reference behaviour.
+Expert selection (accuracy / reasoning perplexity / diversity) lives in `loraocean.selection`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from loraocean.errors import ConfigError
+from loraocean.moe.layer import SoftmaxRouter, inject
+from loraocean.moe.model import MoEModel, freeze_base
+from loraocean.moe.registry import register_method
+
+
+@dataclass
+class Config:
+    top_k: int = 2
+    router_only: bool = False       # True: experts frozen, only the gates train
+    keep_scaling: bool = True       # see the module docstring
+    targets: list[str] | None = None  # leaf names to adapt; None: every module the experts adapt
+    seed: int = 0
+
+
+@register_method("rocket", Config, trains=True)
+def build(base, experts, cfg: Config) -> MoEModel:
+    """Rocket: top-2 gate per Linear over library-initialised experts, trained jointly."""
+    if not experts:
+        raise ConfigError("rocket needs library LoRAs as experts (give --experts)")
+    freeze_base(base)
+    n = len(experts)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        layers = inject(base, experts, cfg.targets, 0.0,
+                        router=lambda layer: SoftmaxRouter(layer.base.in_features, n, top_k=cfg.top_k)
+                        .to(layer.lora_A.device))
+    for layer in layers.values():
+        if not cfg.keep_scaling:
+            layer.scales.fill_(1.0)
+        layer.lora_A.requires_grad_(not cfg.router_only)
+        layer.lora_B.requires_grad_(not cfg.router_only)
+    return MoEModel(base, "rocket", cfg, experts)

@@ -1,0 +1,186 @@
+"""X-LoRA (Buehler & Buehler, arXiv 2402.07148), compatible with PEFT's XLoraModel.
+
+Base model and adapters frozen; only the scaling classifier trains; no auxiliary loss.
+Each forward is two passes:
+1. no grad: every expert scaled by `scaling_pass_value` (default 0, i.e. the base model), taking
+   the last hidden states h (batch x tokens x d);
+2. classifier(h) -> logits (batch, tokens, L, E) (one set shared by all L adapted Linears unless
+   `layerwise`), softmax(/temperature) over experts, optional top-k (and softmax over the kept
+   ones, as PEFT does); adapted Linear l uses gates[:, :, l, :] * global_scaling_weight.
+Because both passes are causal, generation can keep one KV cache per pass and feed only the new
+token; PEFT's generate disables the cache and recomputes both passes over the whole prefix for
+every token. `XLoRAModel.generate` is our greedy loop with the two caches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from loraocean.errors import ConfigError
+from loraocean.moe.layer import inject
+from loraocean.moe.model import MoEModel, freeze_base
+from loraocean.moe.registry import register_method
+
+
+@dataclass
+class Config:
+    depth: int = 1                  # classifier layers
+    hidden: int = 2048              # classifier hidden size (depth > 1)
+    dropout: float = 0.2            # classifier dropout (depth > 1)
+    layerwise: bool = False         # one set of scalings per adapted Linear
+    temperature: float = 1.0
+    enable_softmax: bool = True
+    top_k: int | None = None
+    softmax_topk: bool = False      # softmax over the kept top-k scalings
+    scaling_pass_value: float = 0.0
+    global_scaling_weight: float = 1.0
+    seed: int = 0
+
+
+def classifier(d_model: int, n_experts: int, n_layers: int, cfg: Config) -> nn.Sequential:
+    """Same layout as PEFT's XLoraClassifier.layers, so weights can be exchanged."""
+    out = n_experts * n_layers if cfg.layerwise else n_experts
+    if cfg.depth < 1:
+        raise ConfigError(f"xlora depth must be at least 1 (got {cfg.depth})")
+    if cfg.depth == 1:
+        return nn.Sequential(nn.Linear(d_model, out))
+    parts: list[nn.Module] = [nn.Linear(d_model, cfg.hidden), nn.ReLU()]
+    if cfg.dropout > 0:
+        parts.append(nn.Dropout(cfg.dropout))
+    for _ in range(cfg.depth - 2):
+        parts += [nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU()]
+        if cfg.dropout > 0:
+            parts.append(nn.Dropout(cfg.dropout))
+    parts.append(nn.Linear(cfg.hidden, out))
+    return nn.Sequential(*parts)
+
+
+@dataclass
+class DualCache:
+    """The KV caches of the scaling pass and of the main pass."""
+    scaling: object
+    main: object
+
+    def reorder_cache(self, index: torch.Tensor) -> None:
+        """Row r becomes old row index[r] in both caches (used by choice scoring)."""
+        for cache in (self.scaling, self.main):
+            for layer in cache.layers:
+                layer.reorder_cache(index)
+
+
+class XLoRAModel(MoEModel):
+    def __init__(self, base, cfg: Config, experts):
+        super().__init__(base, "xlora", cfg, experts)
+        self.moe = list(self.layers().values())
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            self.classifier = classifier(base.config.hidden_size, len(experts), len(self.moe), cfg)
+        self.classifier.to(device=self.device, dtype=next(base.parameters()).dtype)
+        self.last_scalings: torch.Tensor | None = None
+
+    def _top_k(self, s: torch.Tensor) -> torch.Tensor:
+        cfg = self.config_obj
+        if cfg.top_k is not None:
+            idx = s.topk(cfg.top_k, dim=-1).indices
+            s = s * torch.zeros_like(s, dtype=torch.bool).scatter(-1, idx, True).to(s.dtype)
+        if cfg.softmax_topk:
+            keep = s != 0
+            s = s.masked_fill(~keep, float("-inf")).softmax(-1).masked_fill(~keep, 0.0)
+        return s
+
+    def _set_gates(self, scalings: torch.Tensor | None) -> None:
+        w = self.config_obj.global_scaling_weight
+        for layer in self.moe:
+            layer.external_gates = None if scalings is None else self._top_k(scalings[:, :, layer.index]) * w
+
+    def scalings(self, hidden: torch.Tensor) -> torch.Tensor:
+        cfg = self.config_obj
+        logits = self.classifier(hidden)
+        n_batch, n_tok = hidden.shape[:2]
+        n_layers, n_experts = len(self.moe), len(self.expert_info)
+        if not cfg.layerwise:
+            logits = logits.unsqueeze(2).expand(-1, -1, n_layers, -1)
+        logits = logits.reshape(n_batch, n_tok, n_layers, n_experts)
+        return (logits / cfg.temperature).softmax(-1) if cfg.enable_softmax else logits
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
+                use_cache=False, **kwargs):
+        from transformers import DynamicCache
+
+        self.attention_mask = attention_mask
+        n_batch, n_tok = input_ids.shape
+        first, second = (None, None) if past_key_values is None else (past_key_values.scaling,
+                                                                      past_key_values.main)
+        if use_cache and first is None:
+            first, second = DynamicCache(config=self.base.config), DynamicCache(config=self.base.config)
+        dummy = torch.full((n_batch, n_tok, len(self.moe), len(self.expert_info)),
+                           self.config_obj.scaling_pass_value, device=input_ids.device,
+                           dtype=self.classifier[0].weight.dtype)
+        try:
+            self._set_gates(dummy)
+            with torch.no_grad():
+                hidden = self.base(input_ids=input_ids, attention_mask=attention_mask,
+                                   past_key_values=first, use_cache=use_cache,
+                                   output_hidden_states=True, **kwargs).hidden_states[-1]
+            scalings = self.scalings(hidden)
+            self._set_gates(scalings)
+            out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                            past_key_values=second, use_cache=use_cache, **kwargs)
+        finally:
+            self._set_gates(None)
+        for layer in self.moe:  # last_gates for routing statistics: what pass 2 used
+            layer.last_gates = self._top_k(scalings[:, :, layer.index]).detach()
+        self.last_scalings = scalings
+        out.past_key_values = DualCache(first, second) if use_cache else None
+        return out
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, attention_mask=None, max_new_tokens: int = 32,
+                 do_sample: bool = False, eos_token_id=None, pad_token_id=None, use_cache: bool = True,
+                 **unused):
+        """Greedy decoding with one KV cache per pass (left padding supported)."""
+        if do_sample:
+            raise ConfigError("X-LoRA generation is greedy only (do_sample=False)")
+        eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int)
+                                               else list(eos_token_id))
+        pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+        ids = input_ids
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        cache, step = None, ids
+        for _ in range(max_new_tokens):
+            positions = (mask.cumsum(-1) - 1).clamp_min(0)
+            if use_cache:
+                out = self(input_ids=step, attention_mask=mask, past_key_values=cache, use_cache=True,
+                           position_ids=positions[:, -step.shape[1]:])
+                cache = out.past_key_values
+            else:
+                out = self(input_ids=ids, attention_mask=mask, position_ids=positions)
+            nxt = out.logits[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            if eos:
+                done |= torch.isin(nxt, torch.tensor(eos, device=nxt.device))
+            ids = torch.cat([ids, nxt[:, None]], 1)
+            mask = torch.cat([mask, torch.ones_like(nxt[:, None])], 1)
+            step = nxt[:, None]
+            if eos and bool(done.all()):
+                break
+        return ids
+
+
+@register_method("xlora", Config, trains=True)
+def build(base, experts, cfg: Config) -> XLoRAModel:
+    """X-LoRA: frozen experts, scaling classifier on the base's hidden states (dual pass)."""
+    if not experts:
+        raise ConfigError("xlora needs library LoRAs as experts (give --experts)")
+    freeze_base(base)
+    inject(base, experts)
+    model = XLoRAModel(base, cfg, experts)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.classifier.parameters():
+        p.requires_grad_(True)
+    return model

@@ -1,0 +1,104 @@
+"""`MoEModel`: a base causal LM with MoE layers inside, used like an HF causal LM.
+
+    out = model(input_ids=..., attention_mask=..., labels=...)   # .loss, .logits, .past_key_values
+    ids = model.generate(input_ids=..., attention_mask=..., max_new_tokens=32)
+
+Methods whose gates are computed inside each layer (LoRAMoE, Rocket, MoLE, Arrow, the fixed-gate
+baselines) need nothing more: the injected layers work under HF's own forward and generate.
+X-LoRA subclasses it (two passes per forward).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from loraocean.moe.experts import Expert
+from loraocean.moe.layer import MoELinear, moe_layers
+
+
+class MoEModel(nn.Module):
+    def __init__(self, base: nn.Module, method: str, config, experts: list[Expert]):
+        super().__init__()
+        self.base = base
+        self.method = method
+        self.config_obj = config
+        self.expert_info = [e.describe() for e in experts]
+        self.attention_mask: torch.Tensor | None = None  # of the current forward (aux losses)
+        self.task_type: torch.Tensor | None = None        # per-example 0/1 labels (LoRAMoE's LBC)
+
+    # HF-like surface ---------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.base.config
+
+    @property
+    def device(self):
+        return next(self.base.parameters()).device
+
+    def layers(self) -> dict[str, MoELinear]:
+        return moe_layers(self.base)
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
+                use_cache=False, **kwargs):
+        self.attention_mask = attention_mask
+        return self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                         past_key_values=past_key_values, use_cache=use_cache, **kwargs)
+
+    def generate(self, input_ids=None, attention_mask=None, **kwargs):
+        self.attention_mask = None
+        return self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def get_input_embeddings(self):
+        return self.base.get_input_embeddings()
+
+    # what a checkpoint stores ------------------------------------------------------------------
+    def moe_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor the method added (experts, routers, classifiers), none of the base model's."""
+        state = {}
+        for name, layer in self.layers().items():
+            for key, value in layer.state_dict().items():
+                if not key.startswith("base."):
+                    state[f"layers.{name}.{key}"] = value
+        for child_name, child in self.named_children():
+            if child_name != "base":
+                for key, value in child.state_dict().items():
+                    state[f"{child_name}.{key}"] = value
+        return {k: v.detach().contiguous() for k, v in state.items()}
+
+    def load_moe_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        own = self.moe_state_dict()
+        missing, unexpected = set(own) - set(state), set(state) - set(own)
+        if missing or unexpected:
+            raise KeyError(f"checkpoint tensors do not match the method's layout: missing "
+                           f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+        layers = self.layers()
+        with torch.no_grad():
+            for key, value in state.items():
+                if key.startswith("layers."):
+                    tensor = _lookup(layers, key[len("layers."):])
+                else:
+                    tensor = _lookup(dict(self.named_children()), key)
+                if tensor.shape != value.shape:
+                    raise KeyError(f"{key}: checkpoint shape {tuple(value.shape)} != {tuple(tensor.shape)}")
+                tensor.copy_(value.to(dtype=tensor.dtype, device=tensor.device))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def _lookup(roots: dict[str, nn.Module], dotted: str) -> torch.Tensor:
+    """The tensor at `dotted` where the first part(s) name one of `roots` (names may hold dots)."""
+    for root_name in sorted(roots, key=len, reverse=True):
+        if dotted.startswith(root_name + "."):
+            module, rest = roots[root_name], dotted[len(root_name) + 1:]
+            *mods, attr = rest.split(".")
+            for m in mods:
+                module = getattr(module, m)
+            return getattr(module, attr)
+    raise KeyError(dotted)
+
+
+def freeze_base(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)

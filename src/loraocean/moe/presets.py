@@ -1,0 +1,44 @@
+"""Training presets for `fit`: how much of the target task's train split is used and how.
+
+- smoke: a few steps, for tests and trying the pipeline (16 examples, 3 steps).
+- lite: a quick run on CPU (up to 400 training examples, 1 epoch, at most 100 steps).
+- loralib: the reference defaults (LoRAMoE: lr 2e-4, 1 epoch, cosine, warm-up 3%, effective batch
+  32); Rocket uses its own reference lr 5e-5 and 5 epochs (override per method below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from loraocean.errors import UnknownNameError
+from loraocean.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    train: TrainConfig
+    train_limit: int | None
+    dev_limit: int | None
+    max_length: int = 512
+    per_method: dict = field(default_factory=dict)  # method -> TrainConfig field overrides
+
+    def train_config(self, method: str, seed: int) -> TrainConfig:
+        return replace(self.train, seed=seed, **self.per_method.get(method, {}))
+
+
+PRESETS = {
+    "smoke": Preset("smoke", TrainConfig(lr=1e-3, max_steps=3, batch_size=4, warmup_ratio=0.0),
+                    train_limit=16, dev_limit=8, max_length=128),
+    "lite": Preset("lite", TrainConfig(lr=2e-4, epochs=1, max_steps=100, batch_size=8),
+                   train_limit=400, dev_limit=100, max_length=256),
+    "loralib": Preset("loralib", TrainConfig(lr=2e-4, epochs=1, batch_size=8, grad_accum=4, warmup_ratio=0.03),
+                      train_limit=None, dev_limit=200, max_length=1024,
+                      per_method={"rocket": {"lr": 5e-5, "epochs": 5}}),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UnknownNameError("MoE preset", name, PRESETS)
+    return PRESETS[name]

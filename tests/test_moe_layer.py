@@ -1,0 +1,141 @@
+"""The stacked multi-expert layer against PEFT: one-hot gates == that adapter alone, uniform gates
+== PEFT's exact "cat" merge with weights 1/E; uneven ranks and alphas; loop-free maths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from loraocean.models import load
+from loraocean.moe import inject, load_adapter, moe_layers
+from loraocean.moe.layer import FixedGates, MoELinear, top_k_renormalise
+
+# (rank, alpha, target modules, seed): uneven ranks, scalings and module sets on purpose
+SPECS = [(2, 4, ["q_proj", "v_proj", "up_proj", "down_proj"], 1),
+         (4, 16, ["q_proj", "v_proj", "up_proj", "down_proj"], 2),
+         (8, 8, ["q_proj", "v_proj", "up_proj", "down_proj"], 3)]
+
+
+def make_adapters(root, specs=SPECS, model_name="tiny-llama"):
+    """PEFT LoRA folders with random (non-zero) A and B on a tiny model; returns their paths."""
+    from peft import LoraConfig, get_peft_model
+
+    paths = []
+    for i, (r, alpha, targets, seed) in enumerate(specs):
+        base, _ = load(model_name)
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
+                                                     init_lora_weights=False))
+        with torch.no_grad():  # larger B so experts change the logits clearly
+            for name, p in peft_model.named_parameters():
+                if "lora_B" in name:
+                    p.mul_(20)
+        path = root / f"adapter{i}"
+        peft_model.save_pretrained(path)
+        (path / "card.json").write_text(json.dumps({"model": model_name, "task": f"task{i}"}))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    return make_adapters(tmp_path_factory.mktemp("adapters"))
+
+
+def ids():
+    torch.manual_seed(0)
+    return torch.randint(0, 250, (2, 12))
+
+
+def peft_logits(paths, weights=None, combination=None):
+    from peft import PeftModel
+
+    base, _ = load("tiny-llama")
+    model = PeftModel.from_pretrained(base, str(paths[0]), adapter_name="a0")
+    for i, p in enumerate(paths[1:], 1):
+        model.load_adapter(str(p), adapter_name=f"a{i}")
+    if combination:
+        model.add_weighted_adapter([f"a{i}" for i in range(len(paths))], weights, "m",
+                                   combination_type=combination)
+        model.set_adapter("m")
+    with torch.no_grad():
+        return model(input_ids=ids()).logits
+
+
+def ours(paths, gates):
+    base, _ = load("tiny-llama")
+    experts = [load_adapter(p, model=base) for p in paths]
+    inject(base, experts, router=lambda layer: FixedGates(gates))
+    with torch.no_grad():
+        return base(input_ids=ids()).logits
+
+
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_one_hot_gates_equal_peft_single_adapter(adapters, i):
+    from peft import PeftModel
+
+    base, _ = load("tiny-llama")
+    with torch.no_grad():
+        plain = base(input_ids=ids()).logits
+    ref_model = PeftModel.from_pretrained(load("tiny-llama")[0], str(adapters[i]))
+    with torch.no_grad():
+        ref = ref_model(input_ids=ids()).logits
+    got = ours(adapters, [1.0 if j == i else 0.0 for j in range(3)])
+    assert (ref - plain).abs().max() > 1e-2  # the adapter matters
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_uniform_gates_equal_peft_cat_merge(adapters):
+    ref = peft_logits(adapters, [1 / 3] * 3, "cat")
+    torch.testing.assert_close(ours(adapters, [1 / 3] * 3), ref, atol=1e-5, rtol=0)
+
+
+def test_uneven_module_sets_and_ranks(tmp_path):
+    specs = [(2, 4, ["q_proj", "up_proj"], 5), (6, 3, ["v_proj", "up_proj"], 6)]
+    paths = make_adapters(tmp_path, specs)
+    base, _ = load("tiny-llama")
+    layers = inject(base, [load_adapter(p) for p in paths], router=lambda layer: FixedGates([0.3, 0.7]))
+    q, up = layers["model.layers.0.self_attn.q_proj"], layers["model.layers.0.mlp.up_proj"]
+    assert q.ranks == [2, 0] and up.ranks == [2, 6]
+    assert "model.layers.0.mlp.down_proj" not in layers
+    # reference: explicit per-expert sum on one layer
+    x = torch.randn(3, 5, up.base.in_features)
+    e0, e1 = load_adapter(paths[0]), load_adapter(paths[1])
+    m = "model.layers.0.mlp.up_proj"
+    want = up.base(x) + 0.3 * (4 / 2) * x @ e0.A[m].T @ e0.B[m].T + 0.7 * (3 / 6) * x @ e1.A[m].T @ e1.B[m].T
+    with torch.no_grad():
+        torch.testing.assert_close(up(x), want, atol=1e-5, rtol=1e-5)
+
+
+def test_per_token_gates_match_explicit_sum():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    As = [torch.randn(r, 6) for r in (1, 3, 2)]
+    Bs = [torch.randn(5, r) for r in (1, 3, 2)]
+    scales = [2.0, 0.5, 1.0]
+    layer = MoELinear(base, As, Bs, scales)
+    x = torch.randn(2, 4, 6)
+    gates = torch.rand(2, 4, 3).softmax(-1)
+    layer.external_gates = gates
+    want = base(x) + sum(gates[..., e:e + 1] * scales[e] * (x @ As[e].T @ Bs[e].T) for e in range(3))
+    torch.testing.assert_close(layer(x), want, atol=1e-5, rtol=1e-5)
+    assert not base.weight.requires_grad and layer.lora_A.requires_grad
+
+
+def test_top_k_renormalise_by_hand():
+    p = torch.tensor([[0.1, 0.5, 0.15, 0.25]])
+    torch.testing.assert_close(top_k_renormalise(p, 2), torch.tensor([[0, 0.5 / 0.75, 0, 0.25 / 0.75]]))
+    assert top_k_renormalise(p, None) is p
+
+
+def test_load_adapter_reads_peft_scaling_and_rejects_others(adapters, tmp_path):
+    from loraocean.errors import LoraOceanError
+
+    e = load_adapter(adapters[1])
+    assert set(e.scale.values()) == {16 / 4}
+    assert len(e.modules) == 2 * 4 and e.rank("model.layers.1.mlp.up_proj") == 4
+    with pytest.raises(LoraOceanError, match="not a PEFT adapter folder"):
+        load_adapter(tmp_path)
+    assert moe_layers(load("tiny-llama")[0]) == {}
