@@ -1,0 +1,146 @@
+"""What every selection strategy shares: the `Choice` it returns, the `Selection` result saved to
+disk, the base model handle, and the strategy registry.
+
+A strategy is a small class with a `select(target_task, candidates, model, k, examples)` method that
+returns EVERY candidate ranked best first as `Choice`s; the first k are the chosen experts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from loraocean.artifacts import package_versions, write_json_atomic
+from loraocean.errors import DataError, UnknownNameError
+
+
+@dataclass
+class Choice:
+    """One ranked candidate: the library task its LoRA was trained on, the strategy's score for it
+    (`None` when the strategy has none for this candidate) and a one-line reason."""
+
+    task: str
+    score: float | None
+    reason: str
+    adapter: str = ""  # the LoRA folder
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ModelRef:
+    """A base model by name, loaded on first use and then kept, so that every strategy of one run
+    shares one copy. Pass `model`/`tokenizer` to reuse an already loaded pair."""
+
+    def __init__(self, name: str, model=None, tokenizer=None):
+        self.name = name
+        self._pair = (model, tokenizer) if model is not None else None
+
+    @classmethod
+    def of(cls, model, tokenizer) -> "ModelRef":
+        return cls(getattr(model.config, "loraocean_name", "") or model.config.name_or_path, model, tokenizer)
+
+    def loaded(self):
+        """(model, tokenizer), loading the model the first time."""
+        if self._pair is None:
+            from loraocean.models import load
+
+            self._pair = load(self.name)
+        return self._pair
+
+
+class Selector(Protocol):
+    name: str
+    higher_is_better: bool
+    uses_target_labels: bool
+
+    def select(self, target_task: str, candidates: list, model: ModelRef, k: int,
+               examples: list) -> list[Choice]:
+        ...
+
+
+STRATEGIES: dict[str, Callable[..., Selector]] = {}
+
+
+def strategy(name: str):
+    """Class decorator adding a strategy to the registry under `name`."""
+
+    def deco(cls):
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return deco
+
+
+def get_strategy(name: str, **options) -> Selector:
+    """A strategy instance by name; `options` are given to the strategies that take them (others
+    ignore them), e.g. seed, map_file, base, pool."""
+    import inspect
+
+    import loraocean.selection  # noqa: F401  (its modules fill the registry)
+
+    if name not in STRATEGIES:
+        raise UnknownNameError("selection strategy", name, STRATEGIES, hint="or `all`")
+    cls = STRATEGIES[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in options.items() if k in accepted})
+
+
+@dataclass
+class Selection:
+    """The result of one strategy for one target, saved as JSON so a study can reuse it."""
+
+    strategy: str
+    target: str
+    model: str
+    k: int
+    seed: int
+    shots: int
+    data_hash: str              # of the target examples the strategy saw
+    ranking: list[Choice]       # every candidate, best first
+    higher_is_better: bool
+    uses_target_labels: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    library: str = ""
+    created: str = ""
+    versions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chosen(self) -> list[str]:
+        return [c.task for c in self.ranking[: self.k]]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["chosen"] = self.chosen
+        return out
+
+    @classmethod
+    def from_dict(cls, row: dict) -> "Selection":
+        row = {k: v for k, v in row.items() if k != "chosen"}
+        row["ranking"] = [Choice(**c) for c in row["ranking"]]
+        return cls(**row)
+
+    def stamp(self) -> "Selection":
+        """Record the creation time and package versions (once)."""
+        if not self.created:
+            self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        if not self.versions:
+            self.versions = package_versions()
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically as JSON (stamped with time and package versions)."""
+        return write_json_atomic(path, self.stamp().to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Selection":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(path, f"not a saved selection ({err})",
+                            fix="write it with `loraocean select --json PATH`") from None

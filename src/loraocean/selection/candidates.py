@@ -1,0 +1,45 @@
+"""The candidate experts of a selection: the library LoRAs of one base model, the target's own LoRA
+left out unless asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loraocean.errors import ConfigError, LoraOceanError
+from loraocean.models import slug
+
+
+def library_entries(root: str | Path) -> list:
+    """Every entry of the library at `root` (each with .model, .task, .path, .card)."""
+    from loraocean.library import Library
+
+    return list(Library(root).list())
+
+
+def candidates(root: str | Path, model_name: str, target: str, include_target: bool = False) -> list:
+    """The library entries trained on `model_name`, sorted by task name; the target's own LoRA is
+    excluded unless `include_target`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LoraOceanError(f"library folder {root} does not exist; pass --library DIR (a folder "
+                             "built with `loraocean library build`)")
+    entries = library_entries(root)
+    mine = [e for e in entries if e.model in (model_name, slug(model_name))]
+    if not mine:
+        models = sorted({e.model for e in entries})
+        raise LoraOceanError(
+            f"library {root} has no adapters for model {model_name!r}"
+            + (f" (it has adapters for: {', '.join(models)})" if models else " (it is empty)")
+            + "; train some with `loraocean library build` or pick another --model")
+    if not include_target:
+        mine = [e for e in mine if e.task != target]
+    return sorted(mine, key=lambda e: e.task)
+
+
+def check_k(k: int, pool: list, target: str, include_target: bool) -> None:
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1 (got {k})")
+    if k > len(pool):
+        hint = "" if include_target else " (the target's own LoRA is excluded; --include-target allows it)"
+        raise ConfigError(f"--k {k} is larger than the {len(pool)} candidate LoRAs for target "
+                          f"{target!r}{hint}; lower --k or add LoRAs to the library")

@@ -1,0 +1,134 @@
+"""`diversity`: Rocket's group step. Among the top `pool` candidates of a base strategy, choose the
+k-subset whose LoRA weight deltas overlap least: the lowest sum of pairwise |cosine| between the
+flattened deltas (all adapted modules concatenated, each module's delta = scale * B @ A).
+
+The cosine is computed without forming the d_out x d_in deltas: for two LoRAs on one module,
+<B1 A1, B2 A2>_F = sum((B1^T B2) * (A1 A2^T)), which needs only r x r products. Modules one LoRA
+lacks count as zero deltas.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+
+from loraocean.errors import ConfigError, DataError
+from loraocean.selection.base import Choice, ModelRef, get_strategy, strategy
+
+MAX_SUBSETS = 200_000
+
+
+def lora_factors(folder: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """module name -> (A, B, scale) of a PEFT LoRA folder, read with safetensors (float64)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text())
+        weights = load_file(str(folder / "adapter_model.safetensors"))
+    except (OSError, ValueError) as err:
+        raise DataError(folder, f"not a readable PEFT LoRA folder ({err})",
+                        fix="retrain it or remove it from the library") from None
+    alpha_pattern = config.get("alpha_pattern") or {}
+    out = {}
+    for key, a in weights.items():
+        if ".lora_A." not in key:
+            continue
+        module = key.split(".lora_A.")[0]
+        b = weights.get(key.replace(".lora_A.", ".lora_B."))
+        if b is None:
+            raise DataError(folder, f"{key} has no matching lora_B weight", fix="retrain this LoRA")
+        r = a.shape[0]
+        alpha = config.get("lora_alpha", r)
+        for pattern, value in alpha_pattern.items():  # PEFT matches patterns on the module-name end
+            if re.fullmatch(rf"(.*\.)?{pattern}", module):
+                alpha = value
+        scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+        out[module] = (a.double(), b.double(), scale)
+    if not out:
+        raise DataError(folder / "adapter_model.safetensors", "holds no LoRA (lora_A/lora_B) weights")
+    return out
+
+
+def inner(x: dict, y: dict) -> float:
+    """Frobenius inner product of two LoRAs' full weight deltas, summed over shared modules."""
+    total = 0.0
+    for module in x.keys() & y.keys():
+        a1, b1, s1 = x[module]
+        a2, b2, s2 = y[module]
+        total += s1 * s2 * float(((b1.T @ b2) * (a1 @ a2.T)).sum())
+    return total
+
+
+def cosine_matrix(folders: list) -> torch.Tensor:
+    """Pairwise cosine similarity of the flattened weight deltas of the LoRAs in `folders`."""
+    factors = [lora_factors(f) for f in folders]
+    n = len(factors)
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i, n):
+            gram[i, j] = gram[j, i] = inner(factors[i], factors[j])
+    norms = gram.diagonal().clamp(min=1e-300).sqrt()
+    return gram / norms[:, None] / norms[None, :]
+
+
+def least_overlap(cos: torch.Tensor, k: int) -> tuple[tuple[int, ...], float]:
+    """The k-subset of indices with the lowest sum of pairwise |cos| (ties: the earliest subset in
+    lexicographic order, i.e. the one with better base ranks)."""
+    abs_cos = cos.abs()
+    best, best_score = None, math.inf
+    for subset in itertools.combinations(range(cos.shape[0]), k):
+        score = float(sum(abs_cos[i, j] for i, j in itertools.combinations(subset, 2)))
+        if score < best_score - 1e-12:
+            best, best_score = subset, score
+    return best, best_score
+
+
+@strategy("diversity")
+class Diversity:
+    higher_is_better = False
+    uses_target_labels = False
+
+    def __init__(self, base: str = "ppl", pool: int | None = None, base_ranking: list[Choice] | None = None,
+                 seed: int = 0, map_file=None, shots: int = 32):
+        if base == "diversity":
+            raise ConfigError("diversity cannot use itself as its base strategy; use e.g. --base ppl")
+        self.base = base
+        self.pool = pool
+        self.base_ranking = base_ranking  # reuse a ranking already computed by the base strategy
+        self.base_options = dict(seed=seed, map_file=map_file, shots=shots)
+
+    def select(self, target_task: str, candidates: list, model: ModelRef, k: int,
+               examples: list) -> list[Choice]:
+        ranking = self.base_ranking
+        if ranking is None:
+            ranking = get_strategy(self.base, **self.base_options).select(target_task, candidates, model, k,
+                                                                          examples)
+        pool = min(len(ranking), self.pool or 2 * k)
+        if pool < k:
+            raise ConfigError(f"--pool {pool} is smaller than --k {k}; the pool must hold at least k candidates")
+        if math.comb(pool, k) > MAX_SUBSETS:
+            raise ConfigError(f"--pool {pool} with --k {k} gives {math.comb(pool, k):,} subsets to compare "
+                              f"(limit {MAX_SUBSETS:,}); lower --pool")
+        top = ranking[:pool]
+        by_task = {e.task: e for e in candidates}
+        cos = cosine_matrix([by_task[c.task].path for c in top])
+        subset, total = least_overlap(cos, k)
+        chosen = list(subset)
+        out = []
+        for i in chosen + [i for i in range(len(top)) if i not in subset]:
+            overlap = float(sum(cos[i, j].abs() for j in chosen if j != i))
+            where = "in" if i in subset else "outside"
+            out.append(Choice(top[i].task, round(overlap, 6),
+                              f"{where} the least-overlapping {k}-subset of the top {pool} by {self.base} "
+                              f"(subset sum |cos| {total:.3f}; base rank {i + 1}); sum |cos| to the chosen "
+                              f"{overlap:.3f}", top[i].adapter))
+        for rank, c in enumerate(ranking[pool:], start=pool + 1):
+            out.append(Choice(c.task, None, f"outside the top {pool} by {self.base} (base rank {rank})",
+                              c.adapter))
+        return out

@@ -1,0 +1,44 @@
+"""`oracle`: the k LoRAs that score best ALONE on the target's dev split.
+
+It uses the target's labels (dev split), so it is an upper bound for analyses, never a fair
+selection method; selections made with it are marked `uses_target_labels`.
+"""
+
+from __future__ import annotations
+
+from loraocean.selection.base import Choice, ModelRef, strategy
+from loraocean.selection.ppl import AdapterSlot
+
+
+@strategy("oracle")
+class Oracle:
+    higher_is_better = True
+    uses_target_labels = True
+
+    def __init__(self, dev_limit: int = 100, seed: int = 0, batch_size: int = 8):
+        self.dev_limit = dev_limit
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def select(self, target_task: str, candidates: list, model: ModelRef, k: int,
+               examples: list) -> list[Choice]:
+        from loraocean.evaluation import evaluate
+        from loraocean.tasks import get_task, load_split
+
+        spec = get_task(target_task)
+        dev = load_split(spec, "dev", limit=self.dev_limit, seed=self.seed)
+        base, tokenizer = model.loaded()
+        slot = AdapterSlot(base)
+        scored = []
+        try:
+            for entry in candidates:
+                slot.load(entry.path)
+                result = evaluate(slot.peft, tokenizer, spec, dev, convention="lm-eval",
+                                  batch_size=self.batch_size)
+                scored.append((float(result.value), result, entry))
+        finally:
+            slot.close()
+        scored.sort(key=lambda s: (-s[0], s[2].task))
+        return [Choice(e.task, round(v, 6),
+                       f"USES TARGET LABELS: dev {r.metric} {v:.3f} alone on {r.n} {target_task} dev examples",
+                       str(e.path)) for v, r, e in scored]

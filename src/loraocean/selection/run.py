@@ -1,0 +1,69 @@
+"""Running strategies for one target: candidates from the library, K target examples, the base
+model loaded at most once, and a `Selection` per strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loraocean.selection.base import ModelRef, Selection, get_strategy
+from loraocean.selection.candidates import candidates as list_candidates
+from loraocean.selection.candidates import check_k
+
+# the order of `--strategy all` (diversity after ppl, so it reuses the ppl ranking)
+ALL = ("manual", "random", "embedding", "ppl", "diversity", "oracle")
+NEEDS_EXAMPLES = {"ppl", "embedding"}
+
+
+def select(target: str, library: str | Path, model: str | ModelRef, k: int = 4, strategy: str = "ppl",
+           shots: int = 32, seed: int = 0, include_target: bool = False, **options) -> Selection:
+    """One strategy's ranking of the library LoRAs of `model` for `target`; the first k are chosen.
+
+    options: map_file (manual), base and pool (diversity), dev_limit (oracle), batch_size.
+    """
+    return select_many(target, library, model, k, [strategy], shots, seed, include_target, **options)[strategy]
+
+
+def select_many(target: str, library: str | Path, model: str | ModelRef, k: int, strategies: list[str],
+                shots: int = 32, seed: int = 0, include_target: bool = False,
+                **options) -> dict[str, Selection]:
+    """Several strategies on the same candidates and target examples (`all` expands to every one)."""
+    from loraocean.errors import ConfigError
+    from loraocean.tasks import data_hash, get_task, load_split
+
+    if list(strategies) == ["all"]:
+        strategies = list(ALL)
+    selectors = {name: get_strategy(name, seed=seed, shots=shots, **options) for name in strategies}
+    spec = get_task(target)
+    if shots < 1:
+        raise ConfigError(f"--shots must be at least 1 (got {shots})")
+    ref = model if isinstance(model, ModelRef) else ModelRef(model)
+    pool = list_candidates(library, ref.name, spec.name, include_target)
+    check_k(k, pool, spec.name, include_target)
+    uses = set(selectors) | ({selectors["diversity"].base} if "diversity" in selectors else set())
+    examples = load_split(spec, "train", limit=shots, seed=seed) if uses & NEEDS_EXAMPLES else []
+    out: dict[str, Selection] = {}
+    for name, selector in selectors.items():
+        if name == "diversity" and selector.base in out and selector.base_ranking is None:
+            selector.base_ranking = out[selector.base].ranking
+        ranking = selector.select(spec.name, pool, ref, k, examples)
+        recorded = {key: str(v) if isinstance(v, Path) else v for key, v in options.items()
+                    if v is not None and key in _option_names(selector)}
+        out[name] = Selection(
+            strategy=name, target=spec.name, model=ref.name, k=k, seed=seed, shots=len(examples),
+            data_hash=data_hash(examples) if examples else "", ranking=ranking,
+            higher_is_better=selector.higher_is_better, uses_target_labels=selector.uses_target_labels,
+            options={**recorded, "include_target": include_target}, library=str(library))
+    return out
+
+
+def _option_names(selector) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(type(selector).__init__).parameters) - {"self", "base_ranking"}
+
+
+def overlap(selections: dict[str, Selection]) -> dict[tuple[str, str], int]:
+    """For each pair of strategies, how many chosen experts they share."""
+    names = list(selections)
+    return {(a, b): len(set(selections[a].chosen) & set(selections[b].chosen))
+            for i, a in enumerate(names) for b in names[i + 1:]}

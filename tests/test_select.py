@@ -1,0 +1,180 @@
+"""Expert selection: ppl against a hand computation, random reproducibility, candidates, the saved
+Selection, and the CLI's errors and `--strategy all` table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from loraocean.errors import LoraOceanError
+from loraocean.selection import ModelRef, Selection, overlap, select, select_many
+
+TARGET = "bb_intent_recognition"
+OTHERS = ["bb_snarks", "bb_emoji_movie", "bb_social_iqa", "bb_winowhy", "bb_ruin_names"]
+
+
+def make_lora(model, folder, task, seed, r=4, model_name="tiny-llama"):
+    """A random PEFT LoRA (A and B both random, so it changes the outputs) + a library card."""
+    from peft import LoraConfig, get_peft_model
+
+    from loraocean.models import targets
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets(model), init_lora_weights=False)
+    peft = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    peft.save_pretrained(folder)
+    peft.unload()
+    (folder / "card.json").write_text(json.dumps({"model": model_name, "task": task}))
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, tiny_llama):
+    model, _ = tiny_llama
+    root = tmp_path_factory.mktemp("lib")
+    for i, task in enumerate([TARGET] + OTHERS):
+        make_lora(model, root / "tiny-llama" / task, task, seed=i, r=2 if task == "bb_winowhy" else 4)
+    return root
+
+
+def hand_ppl(model, tokenizer, folder, examples):
+    """exp(mean answer-token CE), one unpadded example at a time, with PEFT's own loader."""
+    from peft import PeftModel
+
+    from loraocean.tasks import render
+
+    peft = PeftModel.from_pretrained(model, str(folder))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:
+            r = render(ex, tokenizer)
+            prompt = tokenizer(r.prompt, add_special_tokens=False).input_ids
+            answer = tokenizer(r.target, add_special_tokens=False).input_ids  # byte-level: no merges
+            ids = torch.tensor([prompt + answer])
+            logp = torch.log_softmax(peft(input_ids=ids).logits[0].double(), -1)
+            for j, tok in enumerate(answer):
+                total -= float(logp[len(prompt) + j - 1, tok])
+                count += 1
+    peft.unload()
+    return math.exp(total / count)
+
+
+def test_ppl_equals_hand_computation(library, tiny_llama):
+    from loraocean.evaluation import target_logprobs
+    from loraocean.selection.ppl import answer_nll
+    from loraocean.tasks import data_hash, load_split
+
+    model, tokenizer = tiny_llama
+    probe = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = model(input_ids=probe).logits.clone()
+    sel = select(TARGET, library, ModelRef.of(model, tokenizer), k=3, strategy="ppl", shots=6, seed=1)
+    examples = load_split(TARGET, "train", limit=6, seed=1)
+    assert sel.data_hash == data_hash(examples) and sel.shots == 6
+    assert TARGET not in [c.task for c in sel.ranking]          # own LoRA excluded by default
+    assert sorted(c.task for c in sel.ranking) == sorted(OTHERS)
+    for choice in sel.ranking:
+        expected = hand_ppl(model, tokenizer, library / "tiny-llama" / choice.task, examples)
+        assert choice.score == pytest.approx(expected, rel=1e-4), choice.task
+    scores = [c.score for c in sel.ranking]
+    assert scores == sorted(scores) and len(set(scores)) == len(scores)
+    assert sel.chosen == [c.task for c in sel.ranking[:3]]
+    # the base model comes back without LoRA layers and with its own outputs
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=probe).logits, before)
+    assert not any("lora" in n for n, _ in model.named_modules())
+    # the same answer-only quantity as the evaluation room's target_logprobs (base model)
+    mine = answer_nll(model, tokenizer, examples, batch_size=4)
+    theirs = target_logprobs(model, tokenizer, examples, batch_size=3)
+    for (nll, n), (lp, m) in zip(mine, theirs):
+        assert n == m and nll == pytest.approx(-lp, rel=1e-4)
+
+
+def test_include_target_and_save_roundtrip(library, tiny_llama, tmp_path):
+    model, tokenizer = tiny_llama
+    ref = ModelRef.of(model, tokenizer)
+    sel = select(TARGET, library, ref, k=2, strategy="random", seed=3, include_target=True)
+    assert TARGET in [c.task for c in sel.ranking] and len(sel.ranking) == 6
+    path = sel.save(tmp_path / "sel.json")
+    back = Selection.load(path)
+    assert back.chosen == sel.chosen and back.seed == 3 and back.strategy == "random"
+    assert json.loads(path.read_text())["chosen"] == sel.chosen
+    assert back.options["include_target"] is True
+
+
+def test_random_reproducible_and_seed_dependent(library, tiny_llama):
+    ref = ModelRef.of(*tiny_llama)
+    orders = {seed: [c.task for c in select(TARGET, library, ref, k=2, strategy="random", seed=seed).ranking]
+              for seed in (0, 1, 2)}
+    again = [c.task for c in select(TARGET, library, ref, k=2, strategy="random", seed=0).ranking]
+    assert orders[0] == again
+    assert len({tuple(o) for o in orders.values()}) == 3
+    assert all(sorted(o) == sorted(OTHERS) for o in orders.values())
+
+
+def test_bad_input_errors(library, tiny_llama, tmp_path):
+    ref = ModelRef.of(*tiny_llama)
+    with pytest.raises(LoraOceanError, match="unknown selection strategy 'pll'"):
+        select(TARGET, library, ref, k=2, strategy="pll")
+    with pytest.raises(LoraOceanError, match="larger than the 5 candidate"):
+        select(TARGET, library, ref, k=6, strategy="random")
+    with pytest.raises(LoraOceanError, match="no adapters for model 'tiny-gpt2'"):
+        select(TARGET, library, "tiny-gpt2", k=2, strategy="random")
+    with pytest.raises(LoraOceanError, match="unknown task"):
+        select("bb_no_such_task", library, ref, k=2, strategy="random")
+
+
+def test_overlap_counts_shared_experts():
+    def sel(name, tasks):
+        from loraocean.selection import Choice
+
+        return Selection(name, "t", "m", 3, 0, 0, "", [Choice(t, 0.0, "") for t in tasks], True)
+
+    got = overlap({"a": sel("a", ["x", "y", "z"]), "b": sel("b", ["y", "x", "q"]), "c": sel("c", ["q", "z"])})
+    assert got == {("a", "b"): 2, ("a", "c"): 1, ("b", "c"): 1}
+
+
+def test_cli_errors_exit_2(library, capsys, tmp_path):
+    from loraocean.cli import main
+
+    bad_map = tmp_path / "map.yaml"
+    bad_map.write_text(f"{TARGET}:\n  bb_snarks: fine\n  not_a_task: made up\n")
+    cases = [
+        (["--strategy", "nope"], "unknown selection strategy"),
+        (["--k", "9"], "larger than the 5 candidate"),
+        (["--strategy", "manual", "--map", str(bad_map)], "'not_a_task' (line 3"),
+        (["--model", "tiny-gpt2"], "no adapters for model"),
+    ]
+    for extra, message in cases:
+        argv = ["select", "--target", TARGET, "--model", "tiny-llama", "--library", str(library),
+                "--k", "2", "--strategy", "random", *extra]
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_all_strategies_side_by_side(library, capsys, tmp_path):
+    from loraocean.cli import main
+
+    out_json = tmp_path / "all.json"
+    main(["select", "--target", TARGET, "--model", "tiny-llama", "--library", str(library), "--k", "2",
+          "--strategy", "all", "--shots", "4", "--dev-limit", "4", "--json", str(out_json)])
+    text = capsys.readouterr().out
+    for name in ("manual", "random", "embedding", "ppl", "diversity", "oracle"):
+        assert name in text
+    assert "overlap" in text and "uses target labels" in text
+    saved = json.loads(out_json.read_text())
+    assert set(saved["selections"]) == {"manual", "random", "embedding", "ppl", "diversity", "oracle"}
+    assert saved["selections"]["oracle"]["uses_target_labels"] is True
+    # of these candidates the shipped map relates only bb_snarks to intent recognition
+    assert saved["selections"]["manual"]["chosen"][0] == "bb_snarks"
+    ppl = Selection.from_dict(saved["selections"]["ppl"])
+    assert ppl.chosen == select(TARGET, library, "tiny-llama", k=2, strategy="ppl", shots=4).chosen
