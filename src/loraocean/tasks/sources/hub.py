@@ -1,0 +1,115 @@
+"""Hugging Face datasets (`hf:<dataset id>[:<config>[,<config>...]]`), from the hub or from local
+files in the data set's public layout.
+
+Rows are read with `datasets.load_dataset`, so their fields and types are exactly what the hub
+serves, then mapped to `Example`s by the task's converter (`loraocean.tasks.converters`).
+
+Local layout (`--from PATH`): the files of a hub data set repository, e.g.
+`PATH/ARC-Challenge/test-00000-of-00001.parquet` or `PATH/data/train-00000-of-00001.parquet`;
+`<split>.jsonl` / `<split>.json` / `<split>.parquet` files directly in PATH work too.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraocean.errors import DataError, LoraOceanError
+from loraocean.tasks.converters import CONVERTERS, RowError
+from loraocean.tasks.example import Example, TaskSpec
+from loraocean.tasks.sources import reader
+
+EXTENSIONS = ("parquet", "jsonl", "json")
+
+
+@dataclass(frozen=True)
+class HubSource:
+    dataset: str
+    configs: tuple[str | None, ...]
+
+
+def parse(ref: str) -> HubSource:
+    """`allenai/ai2_arc:ARC-Challenge` -> HubSource('allenai/ai2_arc', ('ARC-Challenge',))."""
+    dataset, _, configs = ref.partition(":")
+    return HubSource(dataset, tuple(c for c in configs.split(",") if c) or (None,))
+
+
+def source_splits(spec: TaskSpec) -> list[str]:
+    """The source splits a task reads, in order."""
+    return list(dict.fromkeys(theirs for _, theirs in spec.split_policy.source_splits))
+
+
+def split_files(root: Path, config: str | None, split: str) -> list[Path]:
+    """Files of one split of one config in a local copy of a hub data set repository."""
+    folders = ([root / config, root / config / "data"] if config else []) + [root / "data", root]
+    for folder in folders:
+        for ext in EXTENSIONS:
+            found = sorted(folder.glob(f"{split}-*.{ext}")) + sorted(folder.glob(f"{split}.{ext}"))
+            if found:
+                return found
+    return []
+
+
+def load_rows(src: HubSource, config: str | None, split: str, revision: str = "main",
+              from_path: str | Path | None = None) -> tuple[list[dict], str]:
+    """(rows, where) for one split: `where` names the file or hub split in error messages."""
+    import datasets
+
+    if from_path is not None:
+        root = Path(from_path)
+        files = split_files(root, config, split) if root.is_dir() else []
+        if not files:
+            looked = f"{root}/{config + '/' if config else ''}{split}-*.parquet|jsonl|json"
+            raise LoraOceanError(f"no files for split {split!r} of {src.dataset}"
+                                 f"{':' + config if config else ''} in {root} (looked for {looked}); "
+                                 "lay the files out as the hub repository does")
+        builder = "parquet" if files[0].suffix == ".parquet" else "json"
+        with tempfile.TemporaryDirectory() as cache:
+            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                       cache_dir=cache)
+            return ds.to_list(), str(files[0]) if len(files) == 1 else f"{files[0].parent}/{split}-*"
+    try:
+        ds = datasets.load_dataset(src.dataset, config, split=split, revision=revision)
+    except Exception as err:  # network, missing data set, gated repository: all user-fixable
+        raise LoraOceanError(
+            f"could not load {src.dataset}{':' + config if config else ''} split {split!r} from the "
+            f"Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0][:200]}); check the "
+            "network, or download the data set's files and use `loraocean tasks prepare TASK "
+            "--from PATH`") from None
+    return ds.to_list(), f"hub:{src.dataset}{'/' + config if config else ''}/{split}"
+
+
+def convert_rows(rows: list[dict], spec: TaskSpec, where: str, prefix: str) -> list[Example]:
+    """Each row through the task's converter; a bad row -> DataError (where, row number, field)."""
+    convert = CONVERTERS[spec.name]
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(convert(row, f"{prefix}-{i:06d}", spec.name))
+        except RowError as err:
+            raise DataError(where, err.problem, line=i + 1, field=err.field,
+                            fix=f"the {spec.name} converter expects the public schema of "
+                                f"{spec.source.partition(':')[2]}") from None
+    return out
+
+
+def load_task(spec: TaskSpec, from_path: str | Path | None = None) -> dict[str, list[Example]]:
+    """Every source split a task uses, converted: {source split: examples}."""
+    src = parse(spec.source.partition(":")[2])
+    out: dict[str, list[Example]] = {}
+    for split in source_splits(spec):
+        examples: list[Example] = []
+        for config in src.configs:
+            rows, where = load_rows(src, config, split, spec.revision, from_path)
+            prefix = f"{spec.name}-{config + '-' if len(src.configs) > 1 else ''}{split}"
+            examples += convert_rows(rows, spec, where, prefix)
+        out[split] = examples
+    return out
+
+
+@reader("hf")
+def read_hub(ref: str, task: str, from_path: str | Path | None = None):
+    from loraocean.tasks.catalog import get_task
+
+    return load_task(get_task(task), from_path)
