@@ -10,6 +10,8 @@ X-LoRA subclasses it (two passes per forward).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -40,10 +42,12 @@ class MoEModel(nn.Module):
         return moe_layers(self.base)
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
-                use_cache=False, **kwargs):
+                use_cache=False, cache=None, **kwargs):
+        """The base model's forward; the KV cache may be given as `past_key_values` or `cache`
+        (transformers 5's name)."""
         self.attention_mask = attention_mask
         return self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                         past_key_values=past_key_values, use_cache=use_cache, **kwargs)
+                         use_cache=use_cache, **cache_kwargs(self.base, cache or past_key_values), **kwargs)
 
     def generate(self, input_ids=None, attention_mask=None, **kwargs):
         self.attention_mask = None
@@ -85,6 +89,14 @@ class MoEModel(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def cache_kwargs(base, cache) -> dict:
+    """{name: cache} under the name the base model's forward takes (`cache` since transformers 5)."""
+    if cache is None:
+        return {}
+    params = inspect.signature(base.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
 
 
 def _lookup(roots: dict[str, nn.Module], dotted: str) -> torch.Tensor:

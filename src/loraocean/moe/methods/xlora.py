@@ -21,7 +21,7 @@ from torch import nn
 
 from loraocean.errors import ConfigError
 from loraocean.moe.layer import inject
-from loraocean.moe.model import MoEModel, freeze_base
+from loraocean.moe.model import MoEModel, cache_kwargs, freeze_base
 from loraocean.moe.registry import register_method
 
 
@@ -107,13 +107,13 @@ class XLoRAModel(MoEModel):
         return (logits / cfg.temperature).softmax(-1) if cfg.enable_softmax else logits
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
-                use_cache=False, **kwargs):
+                use_cache=False, cache=None, **kwargs):
         from transformers import DynamicCache
 
         self.attention_mask = attention_mask
         n_batch, n_tok = input_ids.shape
-        first, second = (None, None) if past_key_values is None else (past_key_values.scaling,
-                                                                      past_key_values.main)
+        past = cache or past_key_values
+        first, second = (None, None) if past is None else (past.scaling, past.main)
         if use_cache and first is None:
             first, second = DynamicCache(config=self.base.config), DynamicCache(config=self.base.config)
         dummy = torch.full((n_batch, n_tok, len(self.moe), len(self.expert_info)),
@@ -123,18 +123,18 @@ class XLoRAModel(MoEModel):
             self._set_gates(dummy)
             with torch.no_grad():
                 hidden = self.base(input_ids=input_ids, attention_mask=attention_mask,
-                                   past_key_values=first, use_cache=use_cache,
-                                   output_hidden_states=True, **kwargs).hidden_states[-1]
+                                   use_cache=use_cache, output_hidden_states=True,
+                                   **cache_kwargs(self.base, first), **kwargs).hidden_states[-1]
             scalings = self.scalings(hidden)
             self._set_gates(scalings)
             out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                            past_key_values=second, use_cache=use_cache, **kwargs)
+                            use_cache=use_cache, **cache_kwargs(self.base, second), **kwargs)
         finally:
             self._set_gates(None)
         for layer in self.moe:  # last_gates for routing statistics: what pass 2 used
             layer.last_gates = self._top_k(scalings[:, :, layer.index]).detach()
         self.last_scalings = scalings
-        out.past_key_values = DualCache(first, second) if use_cache else None
+        out.cache = DualCache(first, second) if use_cache else None
         return out
 
     @torch.no_grad()
@@ -154,9 +154,9 @@ class XLoRAModel(MoEModel):
         for _ in range(max_new_tokens):
             positions = (mask.cumsum(-1) - 1).clamp_min(0)
             if use_cache:
-                out = self(input_ids=step, attention_mask=mask, past_key_values=cache, use_cache=True,
+                out = self(input_ids=step, attention_mask=mask, cache=cache, use_cache=True,
                            position_ids=positions[:, -step.shape[1]:])
-                cache = out.past_key_values
+                cache = out.cache
             else:
                 out = self(input_ids=ids, attention_mask=mask, position_ids=positions)
             nxt = out.logits[:, -1].argmax(-1)

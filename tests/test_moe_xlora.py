@@ -1,0 +1,89 @@
+"""X-LoRA against PEFT's XLoraModel (same adapters, same classifier weights), and KV-cached
+greedy generation against uncached generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loraocean.models import load
+from loraocean.moe import get_method, load_adapter
+from test_moe_layer import make_adapters
+
+CONFIGS = [dict(depth=1, layerwise=False),
+           dict(depth=3, hidden=32, layerwise=True, temperature=0.7, top_k=2, softmax_topk=True),
+           dict(depth=2, hidden=16, layerwise=True, top_k=2, global_scaling_weight=0.5)]
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    return make_adapters(tmp_path_factory.mktemp("xlora"))
+
+
+def ours(paths, **options):
+    method = get_method("xlora")
+    base, _ = load("tiny-llama")
+    return method.build(base, [load_adapter(p) for p in paths], method.make_config(options))
+
+
+def peft_xlora(paths, model, options):
+    from peft import XLoraConfig, get_peft_model
+
+    base, _ = load("tiny-llama")
+    base.config.use_cache = False  # PEFT's X-LoRA requires it
+    cfg = XLoraConfig(task_type="CAUSAL_LM", hidden_size=base.config.hidden_size,
+                      adapters={str(i): str(p) for i, p in enumerate(paths)},
+                      xlora_depth=options.get("depth", 1), xlora_size=options.get("hidden", 2048),
+                      xlora_dropout_p=0.2, layerwise_scalings=options.get("layerwise", False),
+                      softmax_temperature=options.get("temperature", 1.0),
+                      top_k_lora=options.get("top_k"), enable_softmax_topk=options.get("softmax_topk", False),
+                      global_scaling_weight=options.get("global_scaling_weight", 1.0))
+    peft_model = get_peft_model(base, cfg)
+    classifier = peft_model.base_model.internal_xlora_classifier
+    classifier.layers.load_state_dict(model.classifier.state_dict())
+    return peft_model.eval()
+
+
+@pytest.mark.parametrize("options", CONFIGS)
+def test_logits_match_peft_xlora(adapters, options):
+    model = ours(adapters, **options).eval()
+    with torch.no_grad():  # a classifier with clearly non-uniform scalings
+        for p in model.classifier.parameters():
+            p.mul_(8)
+    ref_model = peft_xlora(adapters, model, options)
+    torch.manual_seed(0)
+    ids = torch.randint(0, 250, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        got = model(input_ids=ids, attention_mask=mask).logits
+        ref = ref_model(input_ids=ids, attention_mask=mask).logits
+        scalings = model.last_scalings
+    assert scalings.shape == (2, 10, len(model.moe), 3)
+    assert scalings.std() > 1e-3  # the classifier really routes
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+
+
+def test_cached_generation_equals_uncached_and_peft(adapters):
+    model = ours(adapters, depth=2, hidden=16, layerwise=True).eval()
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.mul_(8)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]])
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    cached = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, pad_token_id=0)
+    uncached = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, pad_token_id=0,
+                              use_cache=False)
+    assert cached.shape == (2, 18)
+    assert torch.equal(cached, uncached)
+    ref_model = peft_xlora(adapters, model, dict(depth=2, hidden=16, layerwise=True))
+    with torch.no_grad():
+        ref = ref_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                                 pad_token_id=0)
+    assert torch.equal(cached, ref)
+
+
+def test_only_the_classifier_trains(adapters):
+    model = ours(adapters)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("classifier.") for n in trainable)
