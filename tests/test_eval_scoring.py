@@ -68,14 +68,17 @@ def test_shared_prefix_cache_equals_full_sequences_across_batches(tiny_llama):
         ctx = rng.integers(3, 250, size=rng.integers(1, 30)).tolist()
         conts = [rng.integers(3, 250, size=rng.integers(1, 7)).tolist() for _ in range(rng.integers(1, 5))]
         requests.append((ctx, conts))
+    refs = []  # plain full-sequence computation, one sequence per (context, choice)
+    for ctx, conts in requests:
+        logp = [_full_logits(model, ctx + cont).log_softmax(-1) for cont in conts]
+        rows = [lp[len(ctx) - 1:len(ctx) + len(c) - 1] for lp, c in zip(logp, conts)]
+        refs.append(([r[range(len(c)), c].sum().item() for r, c in zip(rows, conts)],
+                     [bool((r.argmax(-1) == torch.tensor(c)).all()) for r, c in zip(rows, conts)],
+                     -sum(logp[0][j - 1, ctx[j]].item() for j in range(1, len(ctx)))))
     for batch_size in (1, 4, 16):
-        for (ctx, conts), s in zip(requests, score_tokens(model, requests, pad_id=0, batch_size=batch_size)):
-            for cont, lp, greedy in zip(conts, s.logprobs, s.greedy):
-                logp = _full_logits(model, ctx + cont).log_softmax(-1)
-                rows = logp[len(ctx) - 1:len(ctx) + len(cont) - 1]
-                assert lp == pytest.approx(rows[range(len(cont)), cont].sum().item(), abs=1e-4)
-                assert greedy == bool((rows.argmax(-1) == torch.tensor(cont)).all())
-            nll = -sum(_full_logits(model, ctx).log_softmax(-1)[j - 1, ctx[j]].item() for j in range(1, len(ctx)))
+        for (lps, greedy, nll), s in zip(refs, score_tokens(model, requests, pad_id=0, batch_size=batch_size)):
+            assert s.logprobs == pytest.approx(lps, abs=1e-4)
+            assert s.greedy == greedy
             assert s.context_nll == pytest.approx(nll, abs=1e-4)
 
 
