@@ -25,7 +25,12 @@ TASKS_PREFIX = "bigbench/benchmark_tasks/"
 def extract_bigbench(archive: Path, dest: Path) -> int:
     """Copy every benchmark_tasks/**/task.json of the sdist into `dest`; returns the count."""
     count = 0
-    with tarfile.open(archive, "r:gz") as tar:
+    try:
+        tar = tarfile.open(archive, "r:gz")
+    except (tarfile.TarError, OSError) as err:
+        raise LoraOceanError(f"{archive}: not a readable .tar.gz ({err}); download it again "
+                             "or let `loraocean data fetch bigbench` download it") from None
+    with tar:
         for member in tar:
             name = member.name
             if not (member.isfile() and name.endswith("/task.json") and TASKS_PREFIX in name):
@@ -38,6 +43,9 @@ def extract_bigbench(archive: Path, dest: Path) -> int:
             with tar.extractfile(member) as src, open(target, "wb") as out:
                 out.write(src.read())
             count += 1
+    if count == 0:
+        raise LoraOceanError(f"{archive}: holds no {TASKS_PREFIX}**/task.json; is it the bigbench "
+                             "source distribution?")
     return count
 
 

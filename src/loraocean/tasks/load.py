@@ -47,3 +47,29 @@ def data_hash(examples: list[Example]) -> str:
         h.update(json.dumps(ex.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
+
+
+def availability(spec: TaskSpec) -> str:
+    """Whether a task's data can be read on this machine now, without the hub."""
+    from loraocean.tasks.store import store_dir
+
+    if (store_dir(spec.name) / "metadata.json").is_file():
+        return "yes (prepared)"
+    kind, _, ref = spec.source.partition(":")
+    if kind == "hf":
+        return "no (hub; or prepare --from)"
+    if kind == "bigbench":
+        from loraocean.tasks.sources import bigbench
+
+        try:
+            bigbench.locate(ref)
+        except LoraOceanError:
+            return "no (data fetch bigbench)"
+        return "yes (files)"
+    try:
+        from loraocean.tasks.sources import packaged
+
+        packaged.gsm8k_file() if kind == "gsm8k-pypi" else packaged.humaneval_file()
+    except LoraOceanError:
+        return "no (pip package)"
+    return "yes (package)"

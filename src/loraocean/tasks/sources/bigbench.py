@@ -108,6 +108,15 @@ def convert(data: dict, task: str, path: Path | str = "<task.json>") -> list[Exa
     return out
 
 
+def describe(path: Path) -> tuple[int, str]:
+    """(number of examples, mode) of a task.json; a parent of subtasks has 0 examples."""
+    data = _load_json(Path(path))
+    examples = data.get("examples") or []
+    if not examples:
+        return 0, "subtasks" if data.get("subtasks") or list(Path(path).parent.glob("*/task.json")) else "-"
+    return len(examples), "choice" if "target_scores" in examples[0] else "generate"
+
+
 def mode_of(ref: str) -> str:
     data = _load_json(locate(ref))
     ex = (data.get("examples") or [{}])[0]

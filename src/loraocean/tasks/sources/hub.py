@@ -11,6 +11,7 @@ Local layout (`--from PATH`): the files of a hub data set repository, e.g.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +52,42 @@ def split_files(root: Path, config: str | None, split: str) -> list[Path]:
     return []
 
 
+def read_file_rows(path: Path) -> list[dict]:
+    """Rows of one local file. Parquet goes through `datasets` (the hub's own types); JSON Lines
+    and JSON are parsed line by line so a malformed line is reported with its number."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import datasets
+
+        with tempfile.TemporaryDirectory() as cache:
+            return datasets.load_dataset("parquet", data_files=[str(path)], split="train",
+                                         cache_dir=cache).to_list()
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"malformed JSON ({err.msg})", line=err.lineno) from None
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(path, f"malformed JSON ({err.msg} at column {err.colno})",
+                                line=n) from None
+    for n, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise DataError(path, f"expected a JSON object per row, got {type(row).__name__}",
+                            line=n)
+    return rows
+
+
 def load_rows(src: HubSource, config: str | None, split: str, revision: str = "main",
               from_path: str | Path | None = None) -> tuple[list[dict], str]:
     """(rows, where) for one split: `where` names the file or hub split in error messages."""
-    import datasets
-
     if from_path is not None:
         root = Path(from_path)
         files = split_files(root, config, split) if root.is_dir() else []
@@ -64,19 +96,20 @@ def load_rows(src: HubSource, config: str | None, split: str, revision: str = "m
             raise LoraOceanError(f"no files for split {split!r} of {src.dataset}"
                                  f"{':' + config if config else ''} in {root} (looked for {looked}); "
                                  "lay the files out as the hub repository does")
-        builder = "parquet" if files[0].suffix == ".parquet" else "json"
-        with tempfile.TemporaryDirectory() as cache:
-            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
-                                       cache_dir=cache)
-            return ds.to_list(), str(files[0]) if len(files) == 1 else f"{files[0].parent}/{split}-*"
+        if len(files) == 1:
+            return read_file_rows(files[0]), str(files[0])
+        # Several shards: rows numbered across the shards in file order.
+        return [row for f in files for row in read_file_rows(f)], f"{files[0].parent}/{split}-*"
+    import datasets
+
     try:
         ds = datasets.load_dataset(src.dataset, config, split=split, revision=revision)
     except Exception as err:  # network, missing data set, gated repository: all user-fixable
         raise LoraOceanError(
             f"could not load {src.dataset}{':' + config if config else ''} split {split!r} from the "
-            f"Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0][:200]}); check the "
-            "network, or download the data set's files and use `loraocean tasks prepare TASK "
-            "--from PATH`") from None
+            f"Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
+            "check the network, or download the data set's files and use `loraocean tasks prepare "
+            "TASK --from PATH`") from None
     return ds.to_list(), f"hub:{src.dataset}{'/' + config if config else ''}/{split}"
 
 
