@@ -1,0 +1,213 @@
+"""`loraocean report RUN_DIR`: report.md and report.html (same content) with tables, plots and the
+findings of one study run, written from the run's results table and job folders.
+
+The report is a list of blocks (heading, paragraph, table, image) rendered twice, to Markdown and to
+HTML, so the two files never disagree. Written by hand because it is ~40 lines and no dependency.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from loraocean.artifacts import write_text_atomic
+from loraocean.report import findings as find
+from loraocean.report import plots, tables
+from loraocean.report.tables import Table
+
+
+def _evals(run_dir: Path, study: dict) -> list[tuple[dict, dict]]:
+    """(eval inputs, eval result) of every finished evaluation job."""
+    out = []
+    for job in study["jobs"]:
+        if job["kind"] != "eval":
+            continue
+        path = run_dir / "jobs" / f"eval-{job['key']}" / "result.json"
+        if path.is_file():
+            out.append((job["inputs"], json.loads(path.read_text(encoding="utf-8"))))
+    return out
+
+
+def _failures(run_dir: Path) -> list[dict]:
+    folder = run_dir / "failed"
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))] \
+        if folder.is_dir() else []
+
+
+def build_blocks(run_dir: Path) -> list[tuple]:
+    from loraocean.study.store import collect, predictions, query, study_file
+
+    study = study_file(run_dir)
+    collect(run_dir)
+    df = query(run_dir)
+    preds = predictions(run_dir)
+    cfg = study["config"]
+    figures = run_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    method_order = [m["name"] for m in cfg["methods"]]
+    strategies = cfg["selection"]["strategies"]
+    moe = [m for m in method_order if m not in ("base", "target_lora")]
+    blocks: list[tuple] = [("h1", f"LoRAOcean study report: {study['name']}")]
+    blocks.append(("p", f"Config {study.get('source') or ''} (hash {study['config_hash']}); models: "
+                        f"{', '.join(cfg['models'])}; targets: {', '.join(cfg['tasks']['targets'])}; "
+                        f"{len(cfg['tasks']['pool'])} tasks in the candidate pool; k = {cfg['selection']['k']}; "
+                        f"seeds: {', '.join(map(str, cfg['seeds']))}; evaluation: {cfg['evaluation']['convention']} "
+                        f"convention on the {cfg['evaluation']['split']} split (at most "
+                        f"{cfg['caps']['max_eval'] or 'all'} examples per target)."))
+    if "smollm2-135m" in cfg["models"]:
+        blocks.append(("p", "The embedded smollm2-135m is a Q4_1 GGUF copy of SmolLM2-135M-Instruct "
+                            "dequantized to fp32: results are for this copy, not the original checkpoint."))
+    if df.empty:
+        blocks.append(("p", "No finished evaluations yet: run the study first (`loraocean run`)."))
+        return blocks
+    conventions = list(dict.fromkeys(df["convention"]))
+    for model in list(dict.fromkeys(df["model"])):
+        mdf = df[df["model"] == model]
+        if len(set(df["model"])) > 1:
+            blocks.append(("h2", f"Model {model}"))
+        for conv in conventions:
+            cdf = mdf[mdf["convention"] == conv]
+            tag = f"{model}-{conv}".replace("/", "_")
+            blocks.append(("h2", f"Findings ({conv} convention)"))
+            results = find.findings(cdf, preds, conv)
+            blocks += [("li", f.sentence()) for f in results]
+            blocks.append(("p", "Paired tests: each comparison uses only evaluations that differ in the "
+                                "compared factor alone, on the same examples. A win needs p < 0.05 and a "
+                                "95% CI excluding 0; with a few hundred examples per target only large "
+                                "differences are detectable, so 'no clear difference' is the expected "
+                                "outcome at lite scale and says nothing about the paper's claim."))
+            blocks.append(("h2", f"Results ({conv} convention)"))
+            used = [s for s in strategies if s in set(cdf["selection"])] or ["none"]
+            for strategy in used:
+                blocks.append(("table", tables.method_by_target(cdf, strategy, method_order,
+                                                                 cfg["tasks"]["targets"])))
+            main = "manual" if "manual" in used else used[0]
+            png = plots.accuracy_bars(cdf, [t for t in cfg["tasks"]["targets"] if t in set(cdf["target"])],
+                                      method_order, main, figures / f"accuracy-{tag}.png")
+            blocks.append(("img", png, f"accuracy per method and target, {main} selection"))
+            if moe and set(cdf["selection"]) - {"none"}:
+                blocks.append(("h2", f"Selection strategies ({conv} convention)"))
+                blocks.append(("table", tables.selection_by_method(cdf, strategies, moe)))
+                png = plots.selection_bars(cdf, strategies, moe, figures / f"selection-{tag}.png")
+                blocks.append(("img", png, "mean accuracy per selection strategy and method"))
+        if set(mdf["selection"]) - {"none"}:
+            overlap, listing = tables.selection_overlap(mdf[mdf["convention"] == conventions[0]], strategies)
+            blocks += [("h2", "Which experts each strategy chose"), ("table", overlap), ("table", listing)]
+    blocks += routing_blocks(run_dir, study, moe, figures)
+    blocks += provenance_blocks(run_dir, study, df)
+    return blocks
+
+
+def routing_blocks(run_dir: Path, study: dict, methods: list[str], figures: Path) -> list[tuple]:
+    fits = _evals(run_dir, study)
+    out = [("h2", "Routing: mean gate per layer and expert")]
+    shown = 0
+    for method in methods:
+        candidates = [(i, r) for i, r in fits if i["method"] == method and plots.routing_matrix(r.get("routing"))]
+        if not candidates:
+            continue
+        candidates.sort(key=lambda ir: (ir[0]["selection"] != "manual", ir[0]["target"], ir[0]["seed"]))
+        inputs, result = candidates[0]
+        layers, experts, matrix = plots.routing_matrix(result["routing"])
+        title = f"{method} on {inputs['target']} ({inputs['selection']} selection, seed {inputs['seed']})"
+        png = plots.routing_heatmap(method, layers, experts, matrix, title,
+                                    figures / f"routing-{method}.png")
+        out.append(("img", png, f"routing heatmap of {title}"))
+        shown += 1
+    if not shown:
+        out.append(("p", "No routing statistics were exported by the fitted methods of this run."))
+    return out
+
+
+def provenance_blocks(run_dir: Path, study: dict, df) -> list[tuple]:
+    seconds: dict[str, float] = {}
+    for job in study["jobs"]:
+        path = run_dir / "jobs" / f"{job['kind']}-{job['key']}" / "result.json"
+        if path.is_file():
+            seconds[job["kind"]] = seconds.get(job["kind"], 0.0) + json.loads(path.read_text())["seconds"]
+    rows = [[kind, str(sum(1 for j in study["jobs"] if j["kind"] == kind)), f"{secs / 60:.1f}"]
+            for kind, secs in seconds.items()]
+    out = [("h2", "Provenance"),
+           ("table", Table("Compute time of the finished jobs (summed, minutes)", ["stage", "jobs", "minutes"], rows)),
+           ("p", "Package versions: " + ", ".join(f"{k} {v}" for k, v in study["versions"].items() if v)),
+           ("p", f"Every row of results.sqlite records its config hash, experts, adapters and package "
+                 f"versions; `loraocean results {run_dir}` prints them.")]
+    failed = _failures(run_dir)
+    if failed:
+        out.append(("h2", "Failed jobs"))
+        out += [("li", f"{f['job']}: {f['error']}") for f in failed]
+    return out
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+def to_markdown(blocks: list[tuple], base: Path) -> str:
+    lines = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "li":
+            lines.append(f"- {block[1]}")
+        elif kind == "img":
+            lines += ["", f"![{block[2]}]({Path(block[1]).relative_to(base).as_posix()})", ""]
+        elif kind == "table":
+            t: Table = block[1]
+            lines += ["", f"**{t.title}**", "", "| " + " | ".join(t.headers) + " |",
+                      "|" + "|".join("---" for _ in t.headers) + "|"]
+            lines += ["| " + " | ".join(r) + " |" for r in t.rows]
+            lines += ([""] + [t.note] if t.note else []) + [""]
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def _inline(text: str) -> str:
+    """Escape, then the one Markdown feature the blocks use: **bold**."""
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(blocks: list[tuple], base: Path, title: str) -> str:
+    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+           "collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+           "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style></head><body>"]
+    in_list = False
+    for block in blocks:
+        kind = block[0]
+        if kind != "li" and in_list:
+            out.append("</ul>")
+            in_list = False
+        if kind in ("h1", "h2"):
+            out.append(f"<{kind}>{_inline(block[1])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{_inline(block[1])}</p>")
+        elif kind == "li":
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{_inline(block[1])}</li>")
+        elif kind == "img":
+            src = html.escape(Path(block[1]).relative_to(base).as_posix())
+            out.append(f"<p><img src='{src}' alt='{html.escape(block[2])}'></p>")
+        elif kind == "table":
+            t: Table = block[1]
+            out.append(f"<p><b>{html.escape(t.title)}</b></p><table><tr>"
+                       + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t.rows]
+            out.append("</table>" + (f"<p><small>{html.escape(t.note)}</small></p>" if t.note else ""))
+    if in_list:
+        out.append("</ul>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    run_dir = Path(run_dir)
+    blocks = build_blocks(run_dir)
+    title = blocks[0][1]
+    md = write_text_atomic(run_dir / "report.md", to_markdown(blocks, run_dir))
+    page = write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title))
+    return md, page

@@ -1,0 +1,117 @@
+"""Figures of the report (matplotlib with the Agg backend: PNG files, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_bars(df, targets: list[str], methods: list[str], selection: str, path: Path) -> Path:
+    """One panel per target: a bar per method with its 95% CI, the majority-label rate dashed."""
+    plt = _plt()
+    sub = df[(df["selection"] == selection) | (df["selection"] == "none")]
+    fig, axes = plt.subplots(1, len(targets), figsize=(max(4.0, 3.2 * len(targets)), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        t = sub[sub["target"] == target]
+        names = [m for m in methods if m in set(t["method"])]
+        means, low, high = [], [], []
+        for m in names:
+            g = t[t["method"] == m]
+            mean = float(g["value"].mean())
+            means.append(mean)
+            if len(g) == 1:
+                low.append(mean - float(g["ci_low"].iloc[0] if g["ci_low"].notna().all() else mean))
+                high.append(float(g["ci_high"].iloc[0] if g["ci_high"].notna().all() else mean) - mean)
+            else:
+                sd = float(g["value"].std(ddof=1))
+                low.append(sd)
+                high.append(sd)
+        x = np.arange(len(names))
+        ax.bar(x, means, yerr=[low, high], capsize=3, color="#4C72B0")
+        maj = t["majority_rate"].dropna()
+        if len(maj):
+            ax.axhline(float(maj.iloc[0]), color="#C44E52", linestyle="--", linewidth=1, label="majority label")
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(target, fontsize=9)
+    axes[0][0].set_ylabel("accuracy")
+    fig.suptitle(f"Accuracy with 95% CI ({selection} selection)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def selection_bars(df, strategies: list[str], methods: list[str], path: Path) -> Path:
+    """Grouped bars: mean accuracy per selection strategy (groups) and MoE method (bars)."""
+    plt = _plt()
+    sub = df[df["selection"] != "none"]
+    methods = [m for m in methods if m in set(sub["method"])]
+    strategies = [s for s in strategies if s in set(sub["selection"])]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(strategies) * max(1, len(methods)) / 2), 3.4))
+    width = 0.8 / max(1, len(methods))
+    for j, method in enumerate(methods):
+        vals = []
+        for s in strategies:
+            g = sub[(sub["selection"] == s) & (sub["method"] == method)]
+            vals.append(float(g.groupby("target")["value"].mean().mean()) if len(g) else 0.0)
+        ax.bar(np.arange(len(strategies)) + j * width, vals, width, label=method)
+    ax.set_xticks(np.arange(len(strategies)) + width * (len(methods) - 1) / 2, strategies)
+    ax.set_ylabel("mean accuracy over targets")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def routing_matrix(stats) -> tuple[list[str], list[str], np.ndarray] | None:
+    """(layer names, expert names, layers x experts mean gate) from an exported routing file.
+
+    Accepts {"layers": [...], "experts": [...], "mean_gates": [[...]]} (`loraocean.moe.routing_stats`)
+    or {layer: [gate per expert]}."""
+    if not stats:
+        return None
+    if isinstance(stats, dict) and "mean_gate" in stats and "mean_gates" not in stats:
+        stats = {**stats, "mean_gates": stats["mean_gate"]}
+    if isinstance(stats, dict) and "layers" in stats and "mean_gates" in stats:
+        matrix = np.asarray(stats["mean_gates"], dtype=float)
+        experts = stats.get("experts") or [f"e{i}" for i in range(matrix.shape[1])]
+        return list(stats["layers"]), list(experts), matrix
+    table = stats.get("mean_gates", stats) if isinstance(stats, dict) else None
+    if isinstance(table, dict) and table and all(isinstance(v, list) for v in table.values()):
+        layers = list(table)
+        matrix = np.asarray([table[k] for k in layers], dtype=float)
+        experts = stats.get("experts") if isinstance(stats.get("experts"), list) else None
+        return layers, experts or [f"e{i}" for i in range(matrix.shape[1])], matrix
+    return None
+
+
+def routing_heatmap(method: str, layers: list[str], experts: list[str], matrix: np.ndarray,
+                    title: str, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(experts), 1.5 + 0.16 * len(layers)))
+    im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0)
+    ax.set_xticks(range(len(experts)), experts, rotation=45, ha="right", fontsize=7)
+    step = max(1, len(layers) // 20)
+    ax.set_yticks(range(0, len(layers), step), [layers[i] for i in range(0, len(layers), step)], fontsize=6)
+    ax.set_xlabel("expert")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="mean gate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,138 @@
+"""Paper-style tables from the results table (a pandas DataFrame of `loraocean.study.store`).
+
+Accuracies are percentages with their 95% CI (one seed) or the spread over seeds, and every
+target's majority-label rate stands beside them, so a number near the label prior reads as such.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    values: dict = field(default_factory=dict)  # (row name, column name) -> number, for tests/plots
+
+
+def pct(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f}"
+
+
+def cell(group) -> tuple[float, str]:
+    """Mean value over seeds and its text: '62.0 (55.1–68.4)' for one seed, '62.0 ±1.3' for more."""
+    values = group["value"].to_numpy(dtype=float)
+    mean = float(values.mean())
+    if len(values) == 1:
+        row = group.iloc[0]
+        if row["ci_low"] is not None and not np.isnan(row["ci_low"]):
+            return mean, f"{pct(mean)} ({pct(row['ci_low'])}–{pct(row['ci_high'])})"
+        return mean, pct(mean)
+    return mean, f"{pct(mean)} ±{100 * values.std(ddof=1):.1f}"
+
+
+def ordered(values, preferred: list[str]) -> list[str]:
+    present = list(dict.fromkeys(values))
+    return [v for v in preferred if v in present] + [v for v in present if v not in preferred]
+
+
+def method_by_target(df, selection: str, methods: list[str], targets: list[str]) -> Table:
+    """Rows: methods (references use no selection); columns: targets and their average."""
+    targets = ordered(df["target"], targets)
+    sub = df[(df["selection"] == selection) | (df["selection"] == "none")]
+    rows, values = [], {}
+    for method in ordered(sub["method"], methods):
+        m = sub[sub["method"] == method]
+        line, means = [method], []
+        for target in targets:
+            g = m[m["target"] == target]
+            if g.empty:
+                line.append("–")
+                continue
+            mean, text = cell(g)
+            values[(method, target)] = mean
+            means.append(mean)
+            line.append(text)
+        avg = float(np.mean(means)) if len(means) == len(targets) else None
+        values[(method, "avg")] = avg
+        rows.append(line + [pct(avg)])
+    maj = []
+    for target in targets:
+        rates = df[df["target"] == target]["majority_rate"].dropna()
+        maj.append(float(rates.iloc[0]) if len(rates) else None)
+        values[("majority label", target)] = maj[-1]
+    known = [m for m in maj if m is not None]
+    rows.append(["majority label"] + [pct(m) for m in maj] + [pct(np.mean(known)) if known else "–"])
+    return Table(title=f"Accuracy (%) by method and target task, {selection} selection",
+                 headers=["method"] + targets + ["avg"], rows=rows, values=values,
+                 note="Cells: accuracy with its 95% bootstrap CI (one seed) or ± the standard deviation "
+                      "over seeds. 'majority label' is the accuracy of always answering the most "
+                      "frequent label of that evaluation set: methods near it learned little.")
+
+
+def selection_by_method(df, strategies: list[str], methods: list[str]) -> Table:
+    """Rows: selection strategies; columns: MoE methods and their average (mean over targets, seeds)."""
+    sub = df[df["selection"] != "none"]
+    methods = ordered(sub["method"], methods)
+    rows, values = [], {}
+    for strategy in ordered(sub["selection"], strategies):
+        s = sub[sub["selection"] == strategy]
+        line, means = [strategy], []
+        for method in methods:
+            g = s[s["method"] == method]
+            if g.empty:
+                line.append("–")
+                continue
+            per_target = g.groupby("target")["value"].mean()
+            mean = float(per_target.mean())
+            values[(strategy, method)] = mean
+            means.append(mean)
+            line.append(pct(mean))
+        avg = float(np.mean(means)) if means else None
+        values[(strategy, "avg")] = avg
+        rows.append(line + [pct(avg)])
+    return Table(title="Accuracy (%) by selection strategy and method (mean over target tasks and seeds)",
+                 headers=["selection"] + methods + ["avg"], rows=rows, values=values)
+
+
+def selections_of(df) -> dict:
+    """(target, seed, strategy) -> chosen expert tasks, from the results' `experts` column."""
+    out = {}
+    for _, row in df[df["selection"] != "none"].iterrows():
+        out[(row["target"], int(row["seed"]), row["selection"])] = json.loads(row["experts"] or "[]")
+    return out
+
+
+def jaccard(a, b) -> float:
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def selection_overlap(df, strategies: list[str]) -> tuple[Table, Table]:
+    """(mean Jaccard overlap between strategies' chosen sets, the chosen experts per target)."""
+    chosen = selections_of(df)
+    strategies = ordered([k[2] for k in chosen], strategies)
+    contexts = sorted({(t, s) for t, s, _ in chosen})
+    rows, values = [], {}
+    for a in strategies:
+        line = [a]
+        for b in strategies:
+            scores = [jaccard(chosen[(t, s, a)], chosen[(t, s, b)]) for t, s in contexts
+                      if (t, s, a) in chosen and (t, s, b) in chosen]
+            value = float(np.mean(scores)) if scores else None
+            values[(a, b)] = value
+            line.append("–" if value is None else f"{value:.2f}")
+        rows.append(line)
+    overlap = Table(title="Selection overlap (mean Jaccard index of the chosen experts)",
+                    headers=["strategy"] + strategies, rows=rows, values=values,
+                    note="1.00: the two strategies chose the same experts; 0.00: no expert in common.")
+    listing = Table(title="Experts chosen for each target", headers=["target", "seed"] + strategies,
+                    rows=[[t, str(s)] + [", ".join(chosen.get((t, s, st), [])) or "–" for st in strategies]
+                          for t, s in contexts])
+    return overlap, listing

@@ -1,0 +1,135 @@
+"""The job graph of a study: build LoRAs -> select experts -> fit MoE -> evaluate.
+
+Each job is keyed by the hash of its inputs, and a job's inputs include the keys of the jobs it
+depends on (a Merkle chain), so a changed config changes exactly the keys downstream of the change
+and everything else is found in the cache. Jobs come out in an order where every job follows its
+dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from loraocean.artifacts import hash_obj
+from loraocean.study.config import StudyConfig, candidates_for
+
+KINDS = ("lora", "select", "fit", "eval")
+
+
+@dataclass
+class Job:
+    kind: str                    # lora | select | fit | eval
+    key: str                     # hash of inputs (incl. dependency keys)
+    inputs: dict
+    deps: list[str] = field(default_factory=list)
+    # Results-table identities this job answers (eval jobs only; a reference shared by seeds
+    # answers one row per seed).
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.key}"
+
+    @property
+    def label(self) -> str:
+        i = self.inputs
+        if self.kind == "lora":
+            return f"lora {i['task']} ({i['model']})"
+        if self.kind == "select":
+            return f"select {i['strategy']} k={i['k']} for {i['target']} seed {i['seed']}"
+        if self.kind == "fit":
+            return f"fit {i['method']} on {i['target']} ({i['selection']}, seed {i['seed']})"
+        return f"eval {i['method']}/{i.get('selection') or '-'} on {i['target']} ({i['model']})"
+
+
+def _add(jobs: dict[str, Job], job: Job) -> Job:
+    """Add (or merge the rows of) a job; identical inputs give one job."""
+    if job.key in jobs:
+        jobs[job.key].rows += [r for r in job.rows if r not in jobs[job.key].rows]
+        return jobs[job.key]
+    jobs[job.key] = job
+    return job
+
+
+def library_id(cfg: StudyConfig, model: str) -> dict:
+    """What identifies the LoRAs of one model in this study (preset, caps, seed)."""
+    return {"model": model, "preset": cfg.library.preset, "seed": cfg.library.seed,
+            "max_train": cfg.caps.max_train, "max_steps": cfg.caps.max_steps}
+
+
+def expand(cfg: StudyConfig) -> list[Job]:
+    jobs: dict[str, Job] = {}
+    for model in cfg.models:
+        lib = library_id(cfg, model)
+        loras: dict[str, Job] = {}
+        for task in cfg.tasks.library:
+            inputs = {**lib, "task": task}
+            loras[task] = _add(jobs, Job("lora", hash_obj(["lora", inputs]), inputs))
+        for target in cfg.tasks.targets:
+            eval_common = {"model": model, "target": target, "convention": cfg.evaluation.convention,
+                           "split": cfg.evaluation.split, "max_eval": cfg.caps.max_eval}
+            for ref in cfg.references:
+                deps = [loras[target].key] if ref.name == "target_lora" else []
+                inputs = {**eval_common, "method": ref.name, "selection": None, "deps": deps}
+                rows = [{"model": model, "target": target, "method": ref.name, "selection": "none",
+                         "seed": seed} for seed in cfg.seeds]
+                _add(jobs, Job("eval", hash_obj(["eval", inputs]), inputs, deps, rows))
+            if not cfg.moe_methods:
+                continue
+            candidates = candidates_for(cfg, target)
+            cand_keys = [loras[t].key for t in candidates]
+            for seed in cfg.seeds:
+                for strategy in cfg.selection.strategies:
+                    sel_inputs = {"model": model, "target": target, "strategy": strategy,
+                                  "k": cfg.selection.k, "shots": cfg.selection.shots, "seed": seed,
+                                  "candidates": candidates, "deps": cand_keys}
+                    sel = _add(jobs, Job("select", hash_obj(["select", sel_inputs]), sel_inputs, cand_keys))
+                    for method in cfg.moe_methods:
+                        fit_inputs = {"model": model, "target": target, "method": method.name,
+                                      "config": method.config, "selection": strategy, "seed": seed,
+                                      "max_fit": cfg.caps.max_fit, "max_steps": cfg.caps.max_steps,
+                                      "preset": cfg.library.preset, "deps": [sel.key] + cand_keys}
+                        fit = _add(jobs, Job("fit", hash_obj(["fit", fit_inputs]), fit_inputs,
+                                             [sel.key] + cand_keys))
+                        ev_inputs = {**eval_common, "method": method.name, "selection": strategy,
+                                     "seed": seed, "deps": [fit.key]}
+                        row = {"model": model, "target": target, "method": method.name,
+                               "selection": strategy, "seed": seed}
+                        _add(jobs, Job("eval", hash_obj(["eval", ev_inputs]), ev_inputs, [fit.key], [row]))
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    return sorted(jobs.values(), key=lambda j: order[j.kind])  # stable: kinds in dependency order
+
+
+# --- cost estimate (seconds on the machine the constants were measured on) ---------------------------
+
+# Measured on 2 CPU cores (see studies/lite.yaml): training tokens per second and evaluation
+# examples per second of the embedded model; tiny models are about 50x faster.
+TRAIN_TOKENS_PER_S = {"smollm2-135m": 150.0, "tiny": 8000.0, "default": 150.0}
+EVAL_EXAMPLES_PER_S = {"smollm2-135m": 4.0, "tiny": 200.0, "default": 4.0}
+TOKENS_PER_EXAMPLE = 120       # prompt + answer, typical of the BIG-bench choice tasks
+METHOD_TRAIN_FACTOR = {"xlora": 2.0, "loramoe": 1.4, "rocket": 1.3}  # vs one LoRA step
+EPOCHS = 1.0
+
+
+def _rate(table: dict, model: str) -> float:
+    if model.startswith("tiny-"):
+        return table["tiny"]
+    return table.get(model, table["default"])
+
+
+def estimate_seconds(job: Job, cfg: StudyConfig) -> float:
+    i = job.inputs
+    train_rate = _rate(TRAIN_TOKENS_PER_S, i["model"])
+    eval_rate = _rate(EVAL_EXAMPLES_PER_S, i["model"])
+    if job.kind == "lora":
+        n = cfg.caps.max_train or 500
+        return EPOCHS * n * TOKENS_PER_EXAMPLE / train_rate
+    if job.kind == "select":
+        per = {"ppl": len(i["candidates"]) * i["shots"] / eval_rate, "embedding": 5.0}
+        return per.get(i["strategy"], 0.5)
+    if job.kind == "fit":
+        n = cfg.caps.max_fit or 500
+        return EPOCHS * n * TOKENS_PER_EXAMPLE * METHOD_TRAIN_FACTOR.get(i["method"], 1.0) / train_rate
+    n = cfg.caps.max_eval or 300
+    slow = 2.0 if i["method"] == "xlora" else 1.0
+    return n * slow / eval_rate

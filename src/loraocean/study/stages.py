@@ -1,0 +1,210 @@
+"""The four stages of a study, each a plain call into its room:
+
+- `lora`:   `loraocean.library.train_lora` into the study's library root
+- `select`: a `loraocean.selection` strategy over the study's candidate LoRAs
+- `fit`:    `loraocean.moe.fit` of one method on the selected experts
+- `eval`:   `loraocean.evaluation.attach` + `evaluate` on the target's evaluation split
+
+A stage gets its job, the run `Context` and a temporary folder `out` (it becomes the job's
+folder when the stage returns); it returns the JSON result. Rooms are imported lazily so the
+study machinery loads without them. Tests run the graph with stand-in stages of the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from loraocean.errors import LoraOceanError
+from loraocean.study.jobs import Job
+
+EVAL_SEED = 0  # the evaluation subset is the same for every method, selection and seed (paired tests)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _progress(ctx, what: str):
+    return lambda step, total, loss=None: ctx.progress(step, total, f"{what} loss {loss:.3f}"
+                                                       if isinstance(loss, float) else what)
+
+
+def lora(job: Job, ctx, out: Path) -> dict:
+    from loraocean.library import Library, get_preset, train_lora
+
+    i = job.inputs
+    preset = get_preset(ctx.cfg.library.preset)
+    if i["max_steps"] is not None:
+        preset = preset.replace(max_steps=i["max_steps"])
+    lib = Library(ctx.library_root(i["model"]))
+    dest = lib.path(i["model"], i["task"])
+    model, tokenizer = ctx.fresh(i["model"])
+    card = train_lora(i["model"], i["task"], preset, out=dest, seed=i["seed"], limit=i["max_train"],
+                      model=model, tokenizer=tokenizer, on_step=_progress(ctx, "train"), overwrite=True)
+    return {"adapter": str(dest), "data_hash": card["data_hash"], "n_train": card["n_train"],
+            "train": {k: v for k, v in card["train"].items() if k != "loss_curve"},
+            "weights_sha256": card.get("weights_sha256"), "created": _now()}
+
+
+def select(job: Job, ctx, out: Path) -> dict:
+    from loraocean.selection.base import ModelRef, Selection, get_strategy
+    from loraocean.selection.candidates import candidates as library_candidates
+    from loraocean.tasks import data_hash, load_split
+
+    i = job.inputs
+    root = ctx.library_root(i["model"])
+    entries = [e for e in library_candidates(root, i["model"], i["target"], include_target=True)
+               if e.task in i["candidates"]]
+    missing = sorted(set(i["candidates"]) - {e.task for e in entries})
+    if missing:
+        raise LoraOceanError(f"library {root} lacks LoRAs for {', '.join(missing)}")
+    examples = load_split(i["target"], "train", limit=i["shots"], seed=i["seed"])
+    model, tokenizer = ctx.fresh(i["model"])
+    strategy = get_strategy(i["strategy"], seed=i["seed"])
+    ranking = strategy.select(i["target"], entries, ModelRef(i["model"], model, tokenizer), i["k"], examples)
+    selection = Selection(strategy=i["strategy"], target=i["target"], model=i["model"], k=i["k"],
+                          seed=i["seed"], shots=i["shots"], data_hash=data_hash(examples),
+                          ranking=list(ranking), higher_is_better=strategy.higher_is_better,
+                          uses_target_labels=getattr(strategy, "uses_target_labels", False),
+                          library=str(root), created=_now())
+    (out / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2, default=str))
+    return {"experts": selection.chosen,
+            "ranking": [{"task": c.task, "score": c.score, "reason": c.reason} for c in ranking],
+            "created": _now()}
+
+
+def fit_preset(name: str, max_fit: int | None, max_steps: int | None) -> str:
+    """The MoE room's preset `name`, or a copy with the study's caps registered under a derived name
+    (its `fit` takes preset names; the copy is recorded in the checkpoint's card like any preset)."""
+    from dataclasses import replace
+
+    from loraocean.moe import presets
+
+    if max_fit is None and max_steps is None:
+        return name
+    base = presets.get_preset(name)
+    derived = f"{name}[max_fit={max_fit},max_steps={max_steps}]"
+    train = replace(base.train, max_steps=max_steps) if max_steps is not None else base.train
+    caps = [c for c in (max_fit, base.train_limit) if c is not None]
+    limit = min(caps) if caps else None
+    presets.PRESETS[derived] = replace(base, name=derived, train=train, train_limit=limit)
+    return derived
+
+
+def fit(job: Job, ctx, out: Path) -> dict:
+    """`loraocean.moe.fit` on the selected experts; library.preset names the MoE room's preset too."""
+    from loraocean.moe import fit as moe_fit
+
+    i = job.inputs
+    experts = ctx.dep_result(job.deps[0])["experts"]
+    model, tokenizer = ctx.fresh(i["model"])
+    ckpt = out / "checkpoint"
+    card = moe_fit(i["method"], i["model"], experts, i["target"], ckpt, library=ctx.library_root(i["model"]),
+                   preset=fit_preset(i["preset"], i["max_fit"], i["max_steps"]), options=i["config"],
+                   seed=i["seed"], model=model, tokenizer=tokenizer, on_step=_progress(ctx, "fit"))
+    card = _jsonable(card)
+    if isinstance(card, dict):
+        card.pop("losses", None)
+    return {"experts": experts, "checkpoint": str(ckpt), "card": card, "created": _now()}
+
+
+ROUTING_EXAMPLES = 32  # evaluation examples the routing statistics are computed on
+
+
+def routing(model, tokenizer, examples) -> dict | None:
+    """Mean gate per (layer, expert) of an MoE model over a few evaluation examples."""
+    from loraocean.moe import MoEModel, routing_stats
+
+    if not isinstance(model, MoEModel):
+        return None
+    try:
+        return routing_stats(model, tokenizer, examples[:ROUTING_EXAMPLES])
+    except (AttributeError, TypeError):  # a method whose layers keep no per-token gates
+        return None
+
+
+def _jsonable(obj):
+    try:
+        return json.loads(json.dumps(obj, default=str))
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def eval_examples(ctx, job: Job):
+    from loraocean.tasks import get_task, load_split
+
+    i = job.inputs
+    spec = get_task(i["target"])
+    return spec, load_split(spec, i["split"], limit=i["max_eval"], seed=EVAL_SEED)
+
+
+def evaluate(job: Job, ctx, out: Path) -> dict:
+    from loraocean.evaluation import attach
+    from loraocean.evaluation import evaluate as run_eval
+
+    i = job.inputs
+    spec, examples = eval_examples(ctx, job)
+    model, tokenizer = ctx.fresh(i["model"])
+    adapters = []
+    if i["method"] == "target_lora":
+        path = ctx.dep_result(job.deps[0])["adapter"]
+        model, adapters = attach(model, path), [path]
+    elif i["method"] != "base":
+        path = ctx.dep_result(job.deps[0])["checkpoint"]
+        model, adapters = attach(model, path), [path]
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        ctx.progress(done[0], len(examples), "eval")
+
+    result = run_eval(model, tokenizer, spec, examples, convention=i["convention"],
+                      batch_size=ctx.cfg.evaluation.batch_size, progress=progress)
+    scores, preds = score_rows(result)
+    write_predictions(out, preds)
+    gates = routing(model, tokenizer, examples) if i["method"] not in ("base", "target_lora") else None
+    return {"scores": scores, "adapters": adapters, "routing": _jsonable(gates), "template": result.template,
+            "top_prediction_rate": result.top_prediction_rate, "created": _now()}
+
+
+# The headline rule of each convention in an EvalResult's metrics table (evaluation room's names).
+HEADLINE = {"lm-eval": "lm-eval acc", "opencompass": "opencompass ppl"}
+
+
+def score_rows(result) -> tuple[list[dict], list[dict]]:
+    """One score row per convention (an EvalResult of convention 'both' holds two) and the
+    per-example correctness under each."""
+    if result.convention == "both":
+        rules = [(conv, rule) for conv, rule in HEADLINE.items()]
+    else:
+        rules = [(result.convention, result.metric)]
+    scores, preds = [], []
+    for conv, rule in rules:
+        m = result.metrics.get(rule, {"value": result.value, "ci_low": result.ci_low,
+                                      "ci_high": result.ci_high})
+        scores.append({"convention": conv, "metric": rule, "value": float(m["value"]),
+                       "ci_low": _f(m.get("ci_low")), "ci_high": _f(m.get("ci_high")), "n": int(result.n),
+                       "majority_rate": _f(result.majority_rate)})
+        for rec in result.predictions:
+            if result.convention == "both":
+                pick = rec["predictions"][rule]
+                correct = pick == rec["label"]
+            else:
+                pick, correct = rec.get("prediction"), rec["correct"]
+            preds.append({"convention": conv, "id": rec["id"], "correct": bool(correct), "prediction": pick})
+    return scores, preds
+
+
+def _f(x):
+    return None if x is None else float(x)
+
+
+def write_predictions(out: Path, preds: list[dict]) -> None:
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for p in preds:
+            fh.write(json.dumps(p, default=str) + "\n")
+
+
+STAGES = {"lora": lora, "select": select, "fit": fit, "eval": evaluate}

@@ -1,0 +1,168 @@
+"""The results store: `<run>/results.sqlite`, one row per (model, target, method, selection, seed,
+convention), plus the per-example correctness the paired tests of the report need.
+
+The job folders are the source of truth; `collect` rebuilds the database from them (atomically:
+written beside, then renamed), so a killed study never leaves a half-written table.
+
+    results(model, target, method, selection, seed, convention, metric, value, ci_low, ci_high, n,
+            majority_rate, experts, eval_seconds, fit_seconds, select_seconds, lora_seconds,
+            adapters, eval_key, fit_key, select_key, config_hash, versions, created)
+    predictions(eval_key, convention, example_id, correct, prediction)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+from loraocean.errors import ConfigError, LoraOceanError
+
+DB_NAME = "results.sqlite"
+COLUMNS = {
+    "model": "TEXT", "target": "TEXT", "method": "TEXT", "selection": "TEXT", "seed": "INTEGER",
+    "convention": "TEXT", "metric": "TEXT", "value": "REAL", "ci_low": "REAL", "ci_high": "REAL",
+    "n": "INTEGER", "majority_rate": "REAL", "experts": "TEXT", "eval_seconds": "REAL",
+    "fit_seconds": "REAL", "select_seconds": "REAL", "lora_seconds": "REAL", "adapters": "TEXT",
+    "eval_key": "TEXT", "fit_key": "TEXT", "select_key": "TEXT", "config_hash": "TEXT",
+    "versions": "TEXT", "created": "TEXT",
+}
+KEY = ("model", "target", "method", "selection", "seed", "convention")
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def study_file(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "study.json"
+    data = _load(path)
+    if data is None:
+        raise LoraOceanError(f"{run_dir} is not a study run folder (no study.json); "
+                             "run `loraocean run CONFIG --run-dir DIR` first")
+    return data
+
+
+def rows_of(run_dir: Path, study: dict) -> tuple[list[dict], list[tuple]]:
+    jobs = {j["key"]: j for j in study["jobs"]}
+
+    def result(key: str | None) -> dict | None:
+        if key is None or key not in jobs:
+            return None
+        return _load(run_dir / "jobs" / f"{jobs[key]['kind']}-{key}" / "result.json")
+
+    rows, preds = [], []
+    for job in study["jobs"]:
+        if job["kind"] != "eval":
+            continue
+        res = result(job["key"])
+        if res is None:
+            continue
+        fit_key = next((d for d in job["deps"] if jobs[d]["kind"] == "fit"), None)
+        fit = result(fit_key)
+        select_key = next((d for d in jobs[fit_key]["deps"] if jobs[d]["kind"] == "select"), None) \
+            if fit_key else None
+        sel = result(select_key)
+        lora_secs = sum((result(d) or {}).get("seconds", 0.0) for d in
+                        (jobs[select_key]["deps"] if select_key else job["deps"]))
+        experts = (sel or {}).get("experts") or res.get("experts") or []
+        for score in res.get("scores", []):
+            for identity in job["rows"]:
+                rows.append({
+                    **identity, "convention": score["convention"], "metric": score["metric"],
+                    "value": score["value"], "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
+                    "n": score.get("n"), "majority_rate": score.get("majority_rate"),
+                    "experts": json.dumps(experts), "eval_seconds": res.get("seconds"),
+                    "fit_seconds": (fit or {}).get("seconds"), "select_seconds": (sel or {}).get("seconds"),
+                    "lora_seconds": round(lora_secs, 3), "adapters": json.dumps(res.get("adapters", [])),
+                    "eval_key": job["key"], "fit_key": fit_key, "select_key": select_key,
+                    "config_hash": study["config_hash"], "versions": json.dumps(study["versions"]),
+                    "created": res.get("created", ""),
+                })
+        pred_file = run_dir / "jobs" / f"eval-{job['key']}" / "predictions.jsonl"
+        if pred_file.is_file():
+            for line in pred_file.read_text(encoding="utf-8").splitlines():
+                p = json.loads(line)
+                preds.append((job["key"], p["convention"], p["id"], int(bool(p["correct"])),
+                               str(p.get("prediction", ""))))
+    return rows, preds
+
+
+def collect(run_dir: str | Path) -> Path:
+    """Rebuild `<run>/results.sqlite` from the finished job folders."""
+    run_dir = Path(run_dir)
+    study = study_file(run_dir)
+    rows, preds = rows_of(run_dir, study)
+    final = run_dir / DB_NAME
+    tmp = run_dir / f".{DB_NAME}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp)
+    try:
+        cols = ", ".join(f"{k} {t}" for k, t in COLUMNS.items())
+        con.execute(f"CREATE TABLE results ({cols}, UNIQUE ({', '.join(KEY)}))")
+        con.execute("CREATE TABLE predictions (eval_key TEXT, convention TEXT, example_id TEXT, "
+                    "correct INTEGER, prediction TEXT)")
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        names = list(COLUMNS)
+        con.executemany(f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES "
+                        f"({', '.join('?' for _ in names)})", [[r.get(k) for k in names] for r in rows])
+        con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?)", preds)
+        con.executemany("INSERT INTO meta VALUES (?, ?)", [
+            ("name", study["name"]), ("config_hash", study["config_hash"]),
+            ("config", json.dumps(study["config"])), ("collected", time.strftime("%Y-%m-%d %H:%M:%S"))])
+        con.commit()
+    finally:
+        con.close()
+    os.replace(tmp, final)
+    return final
+
+
+_FILTER = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
+
+
+def parse_where(clauses: list[str]) -> tuple[str, list]:
+    """`["method=loramoe", "value>=0.5"]` -> SQL condition and parameters (columns checked)."""
+    parts, params = [], []
+    for clause in clauses:
+        m = _FILTER.match(clause)
+        if not m:
+            raise ConfigError(f"--where {clause!r}: write COLUMN=VALUE (or !=, >=, <=, >, <)")
+        col, op, value = m.groups()
+        if col not in COLUMNS:
+            raise ConfigError(f"--where {clause!r}: unknown column {col!r}; columns: {', '.join(COLUMNS)}")
+        if COLUMNS[col] in ("REAL", "INTEGER"):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"--where {clause!r}: {col} is a number") from None
+        parts.append(f"{col} {op} ?")
+        params.append(value)
+    return (" AND ".join(parts) or "1"), params
+
+
+def query(run_dir: str | Path, where: list[str] | None = None):
+    """The results table (a pandas DataFrame), optionally filtered."""
+    import pandas as pd
+
+    path = Path(run_dir) / DB_NAME
+    if not path.is_file():
+        study_file(run_dir)  # a clear error when this is not a run folder at all
+        collect(run_dir)
+    cond, params = parse_where(where or [])
+    with sqlite3.connect(path) as con:
+        return pd.read_sql_query(f"SELECT * FROM results WHERE {cond} ORDER BY {', '.join(KEY)}",
+                                 con, params=params)
+
+
+def predictions(run_dir: str | Path):
+    """Per-example correctness of every evaluation (DataFrame)."""
+    import pandas as pd
+
+    with sqlite3.connect(Path(run_dir) / DB_NAME) as con:
+        return pd.read_sql_query("SELECT * FROM predictions", con)
