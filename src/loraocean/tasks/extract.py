@@ -67,3 +67,15 @@ def extract(text: str, how: str) -> str:
     if how == "code":
         return code_block(text)
     raise ValueError(f"unknown extraction {how!r}")
+
+
+def references(example) -> list[str]:
+    """Every gold answer of a generate example, as the metric should accept them:
+    `metadata["answers"]` (SQuAD, DROP, TriviaQA, NQ, MATH, SVAMP, BIG-bench), else
+    `metadata["answer"]` (GSM8K's final number), else the target."""
+    meta = example.metadata or {}
+    if meta.get("answers"):
+        return list(meta["answers"])
+    if meta.get("answer") not in (None, ""):
+        return [str(meta["answer"])]
+    return [example.target]
