@@ -72,11 +72,22 @@ def fit(method: str, model_name: str, experts: list[str], task: str, out: str | 
     """Fit `method` for target `task` and write the checkpoint to `out`; returns its card.
 
     `model`/`tokenizer`: an already-loaded base model (it is changed in place)."""
+    if model is None:
+        model, tokenizer = models.load(model_name)
+    moe, card = fit_model(method, model, tokenizer, experts, task, library=library, preset=preset,
+                          options=options, seed=seed, on_step=on_step)
+    save_checkpoint(moe, out, card, overwrite=overwrite)
+    return card
+
+
+def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
+              library: str | Path | None = None, preset: str = "lite", options: dict | None = None,
+              seed: int = 0, on_step=None) -> tuple:
+    """(MoEModel, card): `fit` without writing the checkpoint."""
     m = get_method(method)
     cfg = m.make_config(options)
     p = get_preset(preset)
-    if model is None:
-        model, tokenizer = models.load(model_name)
+    model_name = getattr(model.config, "loraocean_name", None) or "unknown"
     spec = get_task(task)
     train_ex = load_split(spec, "train", limit=p.train_limit, seed=seed)
     try:
@@ -100,16 +111,14 @@ def fit(method: str, model_name: str, experts: list[str], task: str, out: str | 
             moe.task_type = torch.tensor([types[i] for i in idx], device=moe.device)
 
         aux = (lambda: m.aux_loss(moe, cfg)) if m.aux_loss is not None else None
-        tcfg = p.train_config(method, seed)
-        log = train(moe, encoded, tcfg, tokenizer.pad_token_id, aux_loss=aux, batch_hook=set_task_type,
-                    on_step=on_step)
+        log = train(moe, encoded, p.train_config(method, seed), tokenizer.pad_token_id, aux_loss=aux,
+                    batch_hook=set_task_type, on_step=on_step)
     moe.eval()
-    card = {"method": method, "model": model_name, "task": task, "experts": list(experts),
+    card = {"method": method, "model": model_name, "task": spec.name, "experts": [str(e) for e in experts],
             "preset": preset, "options": asdict(cfg), "seed": seed,
             "train_config": asdict(p.train_config(method, seed)) if m.trains else None,
             "train_log": log.summary() if log else None, "losses": log.losses if log else None,
             "data_hash": data_hash(train_ex), "n_train": len(train_ex), "notes": ctx.notes,
             "seconds": round(time.perf_counter() - start, 2),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    save_checkpoint(moe, out, card, overwrite=overwrite)
-    return card
+    return moe, card
