@@ -4,10 +4,16 @@ Plain PyTorch on purpose (readable top to bottom, like a torchtune recipe): leng
 gradient accumulation to the effective batch, AdamW, linear warm-up then cosine decay, gradient
 clipping, an optional auxiliary loss from the model (e.g. LoRAMoE's balancing constraint), and a
 hard stop on a NaN/inf loss.
+
+Speed: only the answer tokens carry a loss, so (when the model's forward takes transformers'
+`logits_to_keep`) the output head runs on those positions only instead of every position: the
+head of a small model with a large vocabulary (SmolLM2: 576 x 49152) is a big share of the step.
+The loss is the same mean token cross-entropy over answer tokens as transformers computes.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +36,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 0
+    answer_logits_only: bool = True  # head on answer positions only, when the model supports it
 
 
 @dataclass
@@ -60,6 +67,27 @@ def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     return fn
 
 
+def supports_logits_to_keep(model) -> bool:
+    """True when the (PEFT-wrapped or plain) transformers model's forward takes `logits_to_keep`."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled (answer) tokens, computing logits only at
+    the positions that predict them (a boolean (batch, length) `logits_to_keep`)."""
+    labels = batch["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                logits_to_keep=keep)
+    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
+    return torch.nn.functional.cross_entropy(logits, labels[:, 1:][keep[:, :-1]])
+
+
 def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
           params: list[torch.nn.Parameter] | None = None,
           aux_loss: Callable[[], torch.Tensor | None] | None = None,
@@ -86,6 +114,7 @@ def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(cfg.warmup_ratio * total)))
     log = TrainLog()
+    fast_loss = cfg.answer_logits_only and supports_logits_to_keep(model)
     model.train()
     start = time.perf_counter()
     epoch = 0
@@ -96,8 +125,7 @@ def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
             if batch_hook is not None:
                 batch_hook(batch_idx)
             batch = {k: v.to(device) for k, v in pad_batch([data[i] for i in batch_idx], pad_id).items()}
-            out = model(**batch)
-            loss = out.loss
+            loss = answer_loss(model, batch) if fast_loss else model(**batch).loss
             extra = aux_loss() if aux_loss is not None else None
             if extra is not None:
                 loss = loss + extra

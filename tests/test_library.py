@@ -1,0 +1,203 @@
+"""The library store and its build: manifest, verify, get, import/export, skip finished pairs, a
+NaN pair failing alone, kill -9 and resume with a real subprocess, Ray = local executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import bigbench_task
+from loraocean.artifacts import sha256_file
+from loraocean.errors import AdapterMismatchError, IntegrityError, LoraOceanError
+from loraocean.library import Library, build, export_adapter, import_adapter, train_lora
+from loraocean.library.build import failure_log
+from loraocean.library.presets import PRESETS
+from loraocean.library.store import MANIFEST
+from loraocean.library.train import CARD, WEIGHTS
+from loraocean.models import load
+
+SMOKE = PRESETS["smoke"]
+TASKS = ["bb_intent_recognition", "bb_sports_understanding", "bb_snarks", "bb_winowhy"]
+
+
+@pytest.fixture(autouse=True)
+def _bigbench():
+    bigbench_task("intent_recognition")
+
+
+@pytest.fixture()
+def small_lib(tmp_path, tiny_llama):
+    model, tok = tiny_llama
+    lib = Library(tmp_path / "lib")
+    for task in TASKS[:2]:
+        train_lora("tiny-llama", task, "smoke", out=lib.path("tiny-llama", task), model=model,
+                   tokenizer=tok)
+    lib.rebuild_manifest()
+    return lib
+
+
+def test_list_get_manifest(small_lib):
+    entries = small_lib.list()
+    assert [(e.model, e.task) for e in entries] == [("tiny-llama", t) for t in sorted(TASKS[:2])]
+    rows = json.loads((small_lib.root / MANIFEST).read_text())["adapters"]
+    assert [r["path"] for r in rows] == ["tiny-llama/" + t for t in sorted(TASKS[:2])]
+    for row, e in zip(rows, entries):
+        assert row["sha256"] == sha256_file(e.path / WEIGHTS) and row["preset"] == "smoke"
+        assert row["data_hash"] == e.card["data_hash"]
+    # the manifest is derived from the cards: deleting it loses nothing
+    (small_lib.root / MANIFEST).unlink()
+    assert small_lib.rebuild_manifest()["adapters"] == rows
+    assert small_lib.get("tiny-llama", TASKS[0]).card["task"] == TASKS[0]
+    with pytest.raises(LoraOceanError, match="no adapter for model 'tiny-llama' and task 'bb_snarks'"):
+        small_lib.get("tiny-llama", "bb_snarks")
+
+
+def test_verify_reports_every_kind_of_problem(small_lib):
+    assert small_lib.verify().clean
+    a, b = (small_lib.path("tiny-llama", t) for t in TASKS[:2])
+    # corrupt: flip one byte of the weights; get() refuses it
+    data = bytearray((a / WEIGHTS).read_bytes())
+    data[-1] ^= 0xFF
+    (a / WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="does not match the card"):
+        small_lib.get("tiny-llama", TASKS[0])
+    # stale: the card's lite preset differs from today's lite preset
+    card = json.loads((b / CARD).read_text())
+    card["preset"] = {**PRESETS["lite"].to_dict(), "lr": 0.123}
+    (b / CARD).write_text(json.dumps(card))
+    # orphaned: an adapter folder without card; missing: a manifest row whose folder is gone
+    orphan = small_lib.root / "tiny-llama" / "bb_orphan"
+    orphan.mkdir()
+    (orphan / WEIGHTS).write_bytes(b"x")
+    manifest = json.loads((small_lib.root / MANIFEST).read_text())
+    manifest["adapters"].append({**manifest["adapters"][0], "path": "tiny-llama/bb_gone"})
+    (small_lib.root / MANIFEST).write_text(json.dumps(manifest))
+    leftover = small_lib.root / "tiny-llama" / ".tmp-bb_x-123"
+    leftover.mkdir()
+    rep = small_lib.verify()
+    assert not rep.clean and rep.ok == []
+    assert len(rep.corrupt) == 1 and rep.corrupt[0].startswith(f"tiny-llama/{TASKS[0]}")
+    assert rep.stale == [f"tiny-llama/{TASKS[1]} (preset 'lite' changed)"]
+    assert rep.orphaned == ["tiny-llama/bb_orphan (no card.json)"]
+    assert rep.missing == ["tiny-llama/bb_gone"]
+    assert rep.leftovers == [str(leftover)]
+
+
+def test_import_checks_fit_and_export_writes_model_card(small_lib, tmp_path, tiny_llama):
+    model, _ = tiny_llama
+    src = small_lib.path("tiny-llama", TASKS[0])
+    plain = tmp_path / "downloaded"
+    plain.mkdir()
+    for name in ("adapter_config.json", WEIGHTS):
+        (plain / name).write_bytes((src / name).read_bytes())
+    entry = import_adapter(small_lib, plain, "tiny-llama", "my_task", model=model)
+    assert entry.card["preset"]["name"] == "imported" and entry.card["adapted_modules"] == 14
+    assert small_lib.get("tiny-llama", "my_task").card["weights_sha256"] == sha256_file(src / WEIGHTS)
+    assert small_lib.verify().clean
+    gpt2, _ = load("tiny-gpt2")
+    with pytest.raises(AdapterMismatchError, match="does not have; it was trained for another model"):
+        import_adapter(small_lib, plain, "tiny-gpt2", "x", model=gpt2)
+    out = export_adapter(small_lib, "tiny-llama", TASKS[0], tmp_path / "export")
+    readme = (out / "README.md").read_text()
+    assert "base_model: tiny-llama" in readme and "PeftModel.from_pretrained" in readme
+    assert f"| r | {SMOKE.r} |" in readme
+    assert sha256_file(out / WEIGHTS) == sha256_file(src / WEIGHTS)
+
+
+def test_import_refuses_shape_mismatch(tmp_path, tiny_llama):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model, _ = tiny_llama
+    lib = Library(tmp_path / "lib")
+    # a llama with another width: same module names, other shapes
+    wide = AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "llama", hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=259))
+    wide.config.loraocean_name = "wide-llama"
+    train_lora("tiny-llama", TASKS[0], "smoke", out=tmp_path / "a", model=model, tokenizer=tiny_llama[1])
+    with pytest.raises(AdapterMismatchError, match="has 64 features but .* has 96"):
+        import_adapter(lib, tmp_path / "a", "wide-llama", "t", model=wide)
+    assert not lib.root.exists() or lib.list() == []
+
+
+def _nan_model(path):
+    model, tok = load("tiny-llama")
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = float("nan")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_build_skips_finished_and_a_nan_pair_fails_alone(tmp_path):
+    root = tmp_path / "lib"
+    bad = _nan_model(tmp_path / "nan-llama")
+    results = build(root, ["tiny-llama", bad], TASKS[:2], "smoke")
+    status = {(r.model, r.task): r.status for r in results}
+    assert status == {("tiny-llama", TASKS[0]): "trained", ("tiny-llama", TASKS[1]): "trained",
+                      (bad, TASKS[0]): "failed", (bad, TASKS[1]): "failed"}
+    failed = [r for r in results if r.status == "failed"]
+    assert all("loss became nan at step 1" in r.error for r in failed)
+    log = failure_log(root, bad, TASKS[0])
+    assert "loss became nan" in log.read_text()
+    assert not Library(root).path(bad, TASKS[0]).exists()  # no card-carrying folder for it
+    assert Library(root).verify().clean
+    shas = {e.task: e.card["weights_sha256"] for e in Library(root).list()}
+    # rerun: nothing is trained again
+    again = build(root, ["tiny-llama"], TASKS[:2], "smoke")
+    assert [r.status for r in again] == ["skipped", "skipped"]
+    assert {e.task: e.card["weights_sha256"] for e in Library(root).list()} == shas
+    # another preset makes the pairs stale: skipped unless asked, retrained when asked
+    other = SMOKE.replace(lr=2e-3)
+    assert [r.status for r in build(root, ["tiny-llama"], TASKS[:1], other)] == ["stale"]
+    assert [r.status for r in build(root, ["tiny-llama"], TASKS[:1], other, retrain_stale=True)] == ["trained"]
+    assert Library(root).get("tiny-llama", TASKS[0]).card["preset"]["lr"] == 2e-3
+
+
+def _cli_cmd(*args):
+    return [sys.executable, "-c", "from loraocean.cli import main; main()", *args]
+
+
+def test_kill_9_mid_build_then_rerun_finishes(tmp_path):
+    root = tmp_path / "lib"
+    args = ("library", "build", "--models", "tiny-llama", "--tasks", ",".join(TASKS),
+            "--preset", "smoke", "--root", str(root))
+    seed = random.randrange(1 << 30)
+    delay = random.Random(seed).uniform(0.0, 0.6)
+    proc = subprocess.Popen(_cli_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not list(root.glob("*/*/card.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p.parent.name: p.read_text() for p in root.glob("*/*/card.json")}
+    assert before, f"no adapter finished before the kill (seed {seed})"
+    rerun = subprocess.run(_cli_cmd(*args), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    lib = Library(root)
+    assert sorted(e.task for e in lib.list()) == sorted(TASKS)
+    for task, text in before.items():  # finished adapters were reused, not retrained
+        assert (lib.path("tiny-llama", task) / CARD).read_text() == text
+    assert f"{len(before)} skipped" in rerun.stdout
+    rep = lib.verify()
+    assert rep.clean, (seed, rep)
+
+
+def test_ray_builds_the_same_library_as_the_local_executor(tmp_path):
+    local = build(tmp_path / "local", ["tiny-llama"], TASKS[:2], "smoke", workers=2)
+    ray_ = build(tmp_path / "ray", ["tiny-llama"], TASKS[:2], "smoke", executor="ray", workers=2)
+    assert [r.status for r in local] == [r.status for r in ray_] == ["trained", "trained"]
+    sha = lambda root: {e.task: e.card["weights_sha256"] for e in Library(root).list()}  # noqa: E731
+    assert sha(tmp_path / "local") == sha(tmp_path / "ray")
+    assert len(sha(tmp_path / "ray")) == 2
+    assert Library(tmp_path / "ray").verify().clean

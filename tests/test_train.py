@@ -1,0 +1,136 @@
+"""Training one LoRA: the PEFT folder reloads with identical logits, the card holds what it
+promises, the same seed gives the same bytes, and an interrupted save leaves nothing finished."""
+
+from __future__ import annotations
+
+import json
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import bigbench_task
+from loraocean.artifacts import sha256_file
+from loraocean.library import presets
+from loraocean.library.presets import PRESETS, get_preset
+from loraocean.library.train import CARD, WEIGHTS, lora_config, train_lora
+from loraocean.models import load
+
+TASK = "bb_intent_recognition"
+SMOKE = PRESETS["smoke"]
+
+
+@pytest.fixture(autouse=True)
+def _bigbench():
+    bigbench_task("intent_recognition")  # fails clearly when ../shared is missing
+
+
+def test_adapter_reloads_with_peft_and_gives_identical_logits(tiny_llama, tmp_path):
+    from peft import PeftModel, get_peft_model
+
+    model, tok = tiny_llama
+    card = train_lora("tiny-llama", TASK, SMOKE, out=tmp_path / "a", model=model, tokenizer=tok)
+    # The caller's base model is given back unchanged (no LoRA layers left in it).
+    assert not any("lora" in n for n, _ in model.named_modules())
+    ids = torch.tensor([tok("Play some jazz music please").input_ids])
+    with torch.no_grad():
+        base_logits = model(input_ids=ids).logits
+    # Independent reconstruction: a fresh PEFT wrapper with the saved state dict loaded by hand.
+    fresh, _ = load("tiny-llama")
+    manual = get_peft_model(fresh, lora_config(fresh, SMOKE))
+    state = load_file(tmp_path / "a" / WEIGHTS)
+    missing = manual.load_state_dict({k.replace(".weight", ".default.weight"): v for k, v in state.items()},
+                                     strict=False)
+    assert not missing.unexpected_keys
+    manual.eval()
+    with torch.no_grad():
+        want = manual(input_ids=ids).logits
+    fresh2, _ = load("tiny-llama")
+    with torch.no_grad():
+        got = PeftModel.from_pretrained(fresh2, tmp_path / "a").eval()(input_ids=ids).logits
+    assert torch.equal(want, got)
+    assert not torch.allclose(base_logits, got)
+    # LoRA B is trained away from its zero init in every adapted module
+    b = [v for k, v in state.items() if "lora_B" in k]
+    assert len(b) == 2 * 7 and all(v.abs().sum() > 0 for v in b)
+    assert card["weights_sha256"] == sha256_file(tmp_path / "a" / WEIGHTS)
+
+
+def test_card_records_everything(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    train_lora("tiny-llama", TASK, SMOKE, out=tmp_path / "a", model=model, tokenizer=tok, seed=3)
+    card = json.loads((tmp_path / "a" / CARD).read_text())
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert card["model"] == "tiny-llama" and card["task"] == TASK and card["seed"] == 3
+    assert card["preset"] == SMOKE.to_dict()
+    assert config["r"] == SMOKE.r and config["lora_alpha"] == SMOKE.alpha
+    assert sorted(config["target_modules"]) == card["target_modules"]
+    assert card["n_train"] == SMOKE.train_limit and len(card["data_hash"]) == 64
+    assert card["template"] == "plain"  # the byte tokenizer has no chat template
+    t = card["train"]
+    assert t["steps"] == len(t["loss_curve"]) == SMOKE.max_steps
+    assert t["tokens"] > 0 and card["tokens_per_second"] > 0 and card["seconds"] > 0
+    assert card["versions"]["peft"] and card["versions"]["torch"]
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    cards = [train_lora("tiny-llama", TASK, SMOKE, out=tmp_path / str(i), model=model, tokenizer=tok,
+                        seed=s) for i, s in enumerate((0, 0, 1))]
+    assert cards[0]["weights_sha256"] == cards[1]["weights_sha256"]
+    assert cards[0]["train"]["loss_curve"] == cards[1]["train"]["loss_curve"]
+    assert cards[2]["weights_sha256"] != cards[0]["weights_sha256"]
+
+
+def test_crash_mid_save_leaves_no_finished_folder(tiny_llama, tmp_path, monkeypatch):
+    import loraocean.library.train as train_mod
+
+    model, tok = tiny_llama
+
+    def crash(path):  # the weights are on disk, the card is not yet written
+        assert (path.parent / WEIGHTS).is_file()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_mod, "sha256_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        train_lora("tiny-llama", TASK, SMOKE, out=tmp_path / "a", model=model, tokenizer=tok)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temp folder is left
+    assert not any("lora" in n for n, _ in model.named_modules())
+
+
+def test_presets_are_complete_and_stale_detection():
+    for name, p in PRESETS.items():
+        assert p.name == name and p.part in ("all", "attention", "mlp")
+        assert get_preset(name) is p
+    lite = PRESETS["lite"].to_dict()
+    assert not presets.is_stale(lite)
+    assert presets.is_stale({**lite, "lr": 1.0})
+    assert not presets.is_stale({"name": "imported", "r": 8})
+
+
+def cli(*args) -> int:
+    """Run the CLI in this process (as the console script does); returns the exit code."""
+    from loraocean.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        return exit_.code or 0
+    return 0
+
+
+def test_cli_train_and_bad_input(tmp_path, capsys):
+    out = tmp_path / "a"
+    assert cli("train", "--model", "tiny-llama", "--task", TASK, "--out", str(out), "--preset", "smoke") == 0
+    card = json.loads((out / CARD).read_text())
+    assert card["preset"]["name"] == "smoke"
+    assert f"{card['train']['steps']} steps" in capsys.readouterr().out
+    for args, message in [
+        (("--out", str(out)), "already exists"),
+        (("--out", str(tmp_path / "b"), "--preset", "lyte"), "unknown preset 'lyte'; did you mean 'lite'"),
+        (("--out", str(tmp_path / "b"), "--limit", "0"), "--limit must be at least 1"),
+        (("--out", str(tmp_path / "b"), "--task", "bb_intent_recogniton"), "did you mean 'bb_intent_recognition'"),
+    ]:
+        code = cli("train", "--model", "tiny-llama", "--task", TASK, *args)
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "b").exists()
