@@ -57,9 +57,11 @@ def apply_policy(data, policy: SplitPolicy, task: str) -> dict[str, list[Example
                             seed=policy.seed)
         parts = split_examples(out["train"], carve, task)
         if not parts["dev"] and len(parts["test"]) >= 2:
-            # A tiny train split: still carve one example (the lowest hash), so dev is not empty.
-            first = min(parts["test"], key=lambda ex: _unit(ex, carve, task))
-            parts = {"dev": [first], "test": [ex for ex in parts["test"] if ex is not first]}
+            # A tiny train split: still carve the lowest-hash example (with its whole group, if
+            # it has one), so dev is not empty.
+            key = split_key(min(parts["test"], key=lambda ex: _unit(ex, carve, task)))
+            parts = {"dev": [ex for ex in parts["test"] if split_key(ex) == key],
+                     "test": [ex for ex in parts["test"] if split_key(ex) != key]}
         out["dev"], out["train"] = parts["dev"], parts["test"]
     return out
 

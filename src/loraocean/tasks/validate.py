@@ -26,7 +26,9 @@ def example_from_row(row, path, line: int | None = None) -> Example:
     known = set(TEXT_FIELDS) | {"choices", "label", "metadata"}
     for key in row:
         if key not in known:
-            raise bad(key, f"unknown field (the unified fields are {', '.join(sorted(known))})")
+            raise DataError(path, f"unknown field (the unified fields are "
+                                  f"{', '.join(sorted(known))})", line=line, field=key,
+                            fix="for a file in a data set's own schema, name its task: --task T")
     for key in TEXT_FIELDS:
         if key not in row:
             raise bad(key, "missing field")
