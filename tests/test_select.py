@@ -165,8 +165,10 @@ def test_cli_all_strategies_side_by_side(library, capsys, tmp_path):
     from loraocean.cli import main
 
     out_json = tmp_path / "all.json"
-    main(["select", "--target", TARGET, "--model", "tiny-llama", "--library", str(library), "--k", "2",
-          "--strategy", "all", "--shots", "4", "--dev-limit", "4", "--json", str(out_json)])
+    with pytest.raises(SystemExit) as exit_info:  # typer's standalone mode always exits
+        main(["select", "--target", TARGET, "--model", "tiny-llama", "--library", str(library), "--k", "2",
+              "--strategy", "all", "--shots", "4", "--dev-limit", "4", "--json", str(out_json)])
+    assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for name in ("manual", "random", "embedding", "ppl", "diversity", "oracle"):
         assert name in text
