@@ -14,7 +14,7 @@ because no single one is enough on every machine):
 The preamble alone could be bypassed (ctypes); the limits above are what stop a determined program.
 
 Public API: `run_tests(program, tests, entry_point, timeout)`, `check(example, completion)`,
-`run_many(jobs)`, `program_for(example, completion)`.
+`run_many(jobs)`, `program_for(example, completion)`, `process_limit()`.
 """
 
 from __future__ import annotations
@@ -154,6 +154,12 @@ def _limit(timeout: float, memory_mb: int, cgroup: Path | None) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
 
 
+def process_limit() -> bool:
+    """Whether this machine caps the number of processes a program can start (RLIMIT_NPROC for a
+    normal user, a writable pids cgroup for root); without it the timeout is the only stop."""
+    return os.geteuid() != 0 or _cgroup_root() is not None
+
+
 def _user_processes() -> int:
     uid = str(os.getuid())
     count = 0
@@ -189,7 +195,8 @@ _counter = itertools.count()
 def _cgroup_root() -> Path | None:
     for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
         if (root / "cgroup.procs").is_file() and os.access(root, os.W_OK):
-            if root.name == "pids" or "pids" in (root / "cgroup.subtree_control").read_text():
+            control = root / "cgroup.subtree_control"
+            if root.name == "pids" or (control.is_file() and "pids" in control.read_text()):
                 return root
     return None
 
