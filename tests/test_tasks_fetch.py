@@ -1,0 +1,81 @@
+"""`loraocean data fetch bigbench` on a small hand-made archive in the sdist's layout (not the
+real 358 MB download), then the fetched tasks by name."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from loraocean.tasks import get_task, load_split
+from loraocean.tasks.load import _all_splits
+
+
+def cli(*args) -> int:
+    from loraocean.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main([str(a) for a in args])
+    return exit.value.code
+
+
+def task_file(prefix: str, n: int) -> dict:
+    return {"name": prefix, "task_prefix": "Answer.", "append_choices_to_input": False,
+            "examples": [{"input": f"{prefix} question {i}?",
+                          "target_scores": {"yes": int(i % 2 == 0), "no": int(i % 2 == 1)}}
+                         for i in range(n)]}
+
+
+def make_sdist(path):
+    files = {
+        "bigbench-1.0.0/bigbench/benchmark_tasks/intent_recognition/task.json":
+            task_file("intent", 40),
+        "bigbench-1.0.0/bigbench/benchmark_tasks/logical_deduction/three_objects/task.json":
+            task_file("three", 30),
+        "bigbench-1.0.0/bigbench/benchmark_tasks/logical_deduction/task.json":
+            {"name": "logical_deduction", "subtasks": ["three_objects"]},
+        "bigbench-1.0.0/bigbench/benchmark_tasks/intent_recognition/README.md": "not copied",
+        "bigbench-1.0.0/setup.py": "not copied",
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            data = (json.dumps(content) if isinstance(content, dict) else content).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_fetch_from_an_sdist_archive_then_use_tasks_by_name(tmp_path, monkeypatch, capsys):
+    home = tmp_path / "home"
+    monkeypatch.setenv("LORAOCEAN_HOME", str(home))
+    monkeypatch.delenv("LORAOCEAN_BIGBENCH", raising=False)
+    archive = tmp_path / "bigbench-1.0.0.tar.gz"
+    make_sdist(archive)
+    assert cli("data", "fetch", "bigbench", "--archive", archive) == 0
+    root = home / "data" / "bigbench"
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "FETCHED.json", "intent_recognition/task.json", "logical_deduction/task.json",
+        "logical_deduction/three_objects/task.json"]
+    assert json.loads((root / "FETCHED.json").read_text())["task_files"] == 3
+    _all_splits.cache_clear()
+    try:
+        n = sum(len(load_split("bb_intent_recognition", s)) for s in ("train", "dev", "test"))
+        assert n == 40
+        assert get_task("bb_logical_deduction_three_objects").source == \
+            "bigbench:logical_deduction/three_objects"
+        assert len(load_split("bb_logical_deduction_three_objects", "test")) > 0
+    finally:
+        _all_splits.cache_clear()
+    capsys.readouterr()
+    assert cli("tasks", "list", "--source", f"bigbench:{root}") == 0
+    out = capsys.readouterr().out
+    assert "intent_recognition" in out and "logical_deduction_three_objects" in out
+    # a second fetch is a no-op; a broken archive is a clear error and leaves the copy intact
+    assert cli("data", "fetch", "bigbench") == 0
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"not a tar")
+    assert cli("data", "fetch", "bigbench", "--archive", broken, "--force") == 2
+    assert "not a readable .tar.gz" in capsys.readouterr().err
+    assert (root / "intent_recognition" / "task.json").is_file()
