@@ -1,0 +1,126 @@
+"""`loraocean moe`: fit an MoE method over library LoRAs, inspect a checkpoint, export routing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="LoRA mixture-of-experts methods: fit, show, routing, methods.", no_args_is_help=True)
+
+
+def parse_options(items: list[str] | None) -> dict:
+    """`key=value` pairs; values are read as YAML scalars/lists (2, 0.1, true, [a, b])."""
+    import yaml
+
+    from loraocean.errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r}: expected key=value, e.g. --option top_k=2")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command("fit")
+def fit_command(
+    method: str = typer.Option(..., help="Method name (see `loraocean moe methods`)."),
+    model: str = typer.Option("smollm2-135m", help="Base model: smollm2-135m, tiny-<family>, a local folder or a hub id."),
+    experts: str = typer.Option("", help="Comma-separated expert LoRAs: library task names or adapter folders."),
+    task: str = typer.Option(..., help="Target task whose train split the method is fitted on."),
+    library: Path = typer.Option(None, help="LoRA library root to look expert task names up in."),
+    out: Path = typer.Option(..., help="Checkpoint folder to write (appears only when complete)."),
+    preset: str = typer.Option("lite", help="Training preset: smoke, lite or loralib."),
+    option: list[str] = typer.Option(None, help="Method option key=value (repeatable), e.g. --option top_k=2."),
+    seed: int = typer.Option(0, help="Seed for data subsets, initialisation and training."),
+    overwrite: bool = typer.Option(False, help="Replace an existing checkpoint at --out."),
+) -> None:
+    """Fit a method for a target task over the given experts and write a checkpoint."""
+    from rich.progress import Progress
+
+    from loraocean import models
+    from loraocean.errors import ConfigError
+    from loraocean.moe import fit, get_method
+    from loraocean.moe.presets import get_preset
+    from loraocean.tasks import get_task
+
+    m = get_method(method)
+    m.make_config(parse_options(option))
+    get_preset(preset)
+    get_task(task)
+    models.resolve(model)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out} already exists; choose another folder or pass --overwrite")
+    names = [e.strip() for e in experts.split(",") if e.strip()]
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(f"{method} on {task}", total=None)
+        card = fit(method, model, names, task, out, library=library, preset=preset,
+                   options=parse_options(option), seed=seed, overwrite=overwrite,
+                   on_step=lambda step, total, loss: progress.update(
+                       bar, completed=step, total=total, description=f"{method} loss {loss:.3f}"))
+    log = card.get("train_log")
+    if log:
+        typer.echo(f"trained {log['steps']} steps: loss {log['loss_first']} -> {log['loss_last']} "
+                   f"({log['seconds']} s)")
+    typer.echo(f"wrote {out}")
+
+
+@app.command("show")
+def show_command(path: Path = typer.Argument(..., help="An MoE checkpoint folder.")) -> None:
+    """Print a checkpoint's method, options, experts and training summary."""
+    import json
+
+    from loraocean.moe.checkpoint import CARD, read_config
+
+    config = read_config(path)
+    card = json.loads((path / CARD).read_text()) if (path / CARD).is_file() else {}
+    typer.echo(f"{config['method']} on {config.get('base_model')} for task {card.get('task')}")
+    typer.echo("options: " + ", ".join(f"{k}={v}" for k, v in config["config"].items()))
+    for e in config["experts"]:
+        ranks = sorted(set(e["ranks"].values()))
+        typer.echo(f"  expert {e['name']}: {len(e['ranks'])} modules, rank {ranks}, from {e['source']}")
+    if card.get("train_log"):
+        typer.echo("training: " + ", ".join(f"{k} {v}" for k, v in card["train_log"].items()))
+    if card.get("notes"):
+        typer.echo(f"notes: {card['notes']}")
+
+
+@app.command("routing")
+def routing_command(
+    path: Path = typer.Argument(..., help="An MoE checkpoint folder."),
+    task: str = typer.Option(..., help="Task whose examples are routed."),
+    model: str = typer.Option(None, help="Base model (default: the one the checkpoint was fitted on)."),
+    split: str = typer.Option("test", help="Split: train, dev or test."),
+    limit: int = typer.Option(100, help="Examples (seeded subset)."),
+    out: Path = typer.Option(..., help="Folder for routing.json and routing.csv."),
+    batch_size: int = typer.Option(8, help="Examples per forward pass."),
+) -> None:
+    """Mean gate weight per MoE layer and expert on a split, as JSON and CSV for plots."""
+    from loraocean import models
+    from loraocean.moe import load_checkpoint, routing_stats, write_routing
+    from loraocean.moe.checkpoint import read_config
+    from loraocean.tasks import load_split
+
+    config = read_config(path)
+    examples = load_split(task, split, limit=limit)
+    base, tokenizer = models.load(model or config["base_model"])
+    moe = load_checkpoint(path, base)
+    stats = routing_stats(moe, tokenizer, examples, batch_size=batch_size)
+    json_path, csv_path = write_routing(stats, out)
+    typer.echo(f"{len(stats['layers'])} layers x {len(stats['experts'])} experts over {stats['tokens']} tokens; "
+               f"wrote {json_path} and {csv_path}")
+
+
+@app.command("methods")
+def methods_command() -> None:
+    """List the registered methods (ours and those of installed packages)."""
+    from loraocean.moe import all_methods
+
+    for name, m in sorted(all_methods().items()):
+        typer.echo(f"{name:<16} {'trains' if m.trains else 'no training':<12} {m.description}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="moe")

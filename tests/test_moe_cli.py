@@ -1,0 +1,74 @@
+"""`loraocean moe fit|show|routing|methods` end to end on a tiny library, and `loraocean eval`
+accepting the checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loraocean.cli import main
+from loraocean.library import Library
+from loraocean.library.train import train_lora
+
+TASKS = ["bb_sports_understanding", "bb_implicatures"]
+
+
+def run(args, capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("library")
+    for task in TASKS:
+        train_lora("tiny-llama", task, preset="smoke", out=Library(root).path("tiny-llama", task))
+    return root
+
+
+def test_fit_show_routing_eval(library, tmp_path, capsys):
+    out = tmp_path / "rocket"
+    code, stdout, err = run(["moe", "fit", "--method", "rocket", "--model", "tiny-llama", "--experts", ",".join(TASKS),
+                             "--task", TASKS[0], "--library", str(library), "--out", str(out),
+                             "--preset", "smoke", "--option", "top_k=1"], capsys)
+    assert code == 0, err
+    assert "trained 3 steps" in stdout
+    config = json.loads((out / "moe_config.json").read_text())
+    assert config["method"] == "rocket" and config["config"]["top_k"] == 1
+    assert [e["name"] for e in config["experts"]] == TASKS
+
+    code, stdout, _ = run(["moe", "show", str(out)], capsys)
+    assert code == 0 and "rocket on tiny-llama" in stdout and "expert bb_implicatures" in stdout
+
+    code, stdout, _ = run(["moe", "routing", str(out), "--task", TASKS[0], "--limit", "4",
+                           "--out", str(tmp_path / "routing")], capsys)
+    assert code == 0
+    stats = json.loads((tmp_path / "routing" / "routing.json").read_text())
+    for row in stats["mean_gates"]:  # top-1: each token sends all weight to one expert
+        assert sum(row) == pytest.approx(1.0, abs=1e-5)
+
+    code, stdout, err = run(["eval", "--model", "tiny-llama", "--task", TASKS[0], "--adapter", str(out),
+                             "--limit", "4", "--split", "dev"], capsys)
+    assert code == 0, err
+    assert "n=4" in stdout
+
+
+def test_user_errors_exit_2_on_one_line(library, tmp_path, capsys):
+    code, _, err = run(["moe", "fit", "--method", "loramoee", "--task", TASKS[0], "--out", str(tmp_path / "x")],
+                       capsys)
+    assert code == 2 and "did you mean 'loramoe'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(["moe", "fit", "--method", "rocket", "--model", "tiny-llama", "--task", TASKS[0],
+                        "--experts", "bb_snarks", "--library", str(library), "--out", str(tmp_path / "y"),
+                        "--preset", "smoke"], capsys)
+    assert code == 2 and "no adapter for model 'tiny-llama' and task 'bb_snarks'" in err
+    code, _, err = run(["moe", "fit", "--method", "rocket", "--task", TASKS[0], "--out", str(tmp_path / "z"),
+                        "--option", "top_kk=2"], capsys)
+    assert code == 2 and "unknown rocket option 'top_kk'" in err
+    code, _, err = run(["moe", "show", str(tmp_path)], capsys)
+    assert code == 2 and "not an MoE checkpoint" in err
