@@ -33,7 +33,7 @@ def test_all_164_canonical_solutions_pass():
     jobs = [(code.program_for(ex, ex.target), ex.metadata["tests"], ex.metadata["entry_point"])
             for ex in examples]
     results = code.run_many(jobs, timeout=20, workers=4)
-    failed = [(ex.metadata["source_id"], r.detail[-200:]) for ex, r in zip(examples, results)
+    failed = [(ex.metadata["source_id"], r.detail[-200:]) for ex, r in zip(examples, results, strict=True)
               if not r.passed]
     assert failed == []
     assert {r.status for r in results} == {"passed"}
@@ -56,8 +56,9 @@ def test_chat_style_fenced_whole_function_is_accepted():
 
 
 def test_mbpp_style_asserts_with_setup_code():
-    assert code.run_tests("def shifted(x):\n    return x + OFFSET", "OFFSET = 10\nassert shifted(1) == 11").passed
-    assert not code.run_tests("def shifted(x):\n    return x", "OFFSET = 10\nassert shifted(1) == 11").passed
+    tests = "OFFSET = 10\nassert shifted(1) == 11"
+    assert code.run_tests("def shifted(x):\n    return x + OFFSET", tests).passed
+    assert not code.run_tests("def shifted(x):\n    return x", tests).passed
 
 
 def test_infinite_loop_is_stopped_and_the_next_run_works():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -181,7 +180,10 @@ def test_prepare_from_jsonl_mnli_split_names_and_carved_dev(tmp_path):
     assert cli("tasks", "prepare", "mnli", "--from", repo, "--out", tmp_path / "o") == 0
     meta, splits = read_store(tmp_path / "o")
     assert meta["counts"]["test"] == 3 and [r["label"] for r in splits["test"]] == [0, 1, 2]
-    assert meta["counts"]["train"] + meta["counts"]["dev"] == 12 and meta["counts"]["dev"] >= 1
+    # dev is carved out of train by content hash: identical rows go together (pinned)
+    assert [r["id"] for r in splits["dev"]] == ["mnli-train-000002", "mnli-train-000005",
+                                                "mnli-train-000008", "mnli-train-000011"]
+    assert meta["counts"]["train"] == 8
 
 
 def test_multirc_candidates_of_a_question_stay_in_one_split(tmp_path):
@@ -324,3 +326,25 @@ def test_validate_bigbench_file(capsys):
     assert cli("tasks", "validate", path) == 0
     out = capsys.readouterr().out
     assert "ok:" in out and "train 120, dev 11, test 50" in out
+
+
+def test_bigbench_generate_task_from_target(tmp_path, capsys):
+    task = {"name": "capitals", "task_prefix": "Name the capital.",
+            "examples": [{"input": f"Country {i}", "target": [f"City {i}", f"Town {i}"]}
+                         for i in range(20)] + [{"input": "Country X", "target": "Only"}]}
+    folder = tmp_path / "capitals"
+    folder.mkdir()
+    (folder / "task.json").write_text(json.dumps(task))
+    spec = get_task(f"bigbench:{folder}")
+    assert (spec.name, spec.mode, spec.metric) == ("bb_capitals", "generate", "exact_match")
+    assert cli("tasks", "prepare", f"bigbench:{folder}", "--out", tmp_path / "o") == 0
+    _, splits = read_store(tmp_path / "o")
+    rows = {r["input"]: r for s in splits.values() for r in s}
+    assert len(rows) == 21
+    assert rows["Country 3"]["target"] == "City 3" and rows["Country 3"]["choices"] is None
+    assert rows["Country 3"]["metadata"]["answers"] == ["City 3", "Town 3"]
+    assert rows["Country X"]["metadata"]["answers"] == ["Only"]
+    task["examples"][4] = {"input": "Country 4"}
+    (folder / "task.json").write_text(json.dumps(task))
+    assert cli("tasks", "validate", folder / "task.json") == 2
+    assert "field 'examples[4].target'" in capsys.readouterr().err

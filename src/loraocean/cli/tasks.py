@@ -129,7 +129,8 @@ def _report_prepared(where: Path) -> None:
     import json
 
     meta = json.loads((where / "metadata.json").read_text())
-    counts = ", ".join(f"{s} {meta['counts'][s]}/{meta['source_counts'][s]}" for s in ("train", "dev", "test"))
+    counts = ", ".join(f"{s} {meta['counts'][s]}/{meta['source_counts'][s]}"
+                       for s in ("train", "dev", "test"))
     typer.echo(f"{meta['task']}: {counts} -> {where}")
 
 

@@ -93,5 +93,3 @@ def question(text: str) -> str:
 from loraocean.tasks.converters import (  # noqa: E402,F401  (registers the converters)
     classification, code, commonsense, knowledge, math, nlu, reading,
 )
-from loraocean.tasks.converters.code import humaneval  # noqa: E402
-from loraocean.tasks.converters.math import gsm8k  # noqa: E402

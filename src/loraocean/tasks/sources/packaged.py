@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 
 from loraocean.errors import DataError, MissingPackageError
-from loraocean.tasks.converters import RowError, gsm8k, humaneval
+from loraocean.tasks.converters import RowError
+from loraocean.tasks.converters.code import humaneval
+from loraocean.tasks.converters.math import gsm8k
 from loraocean.tasks.example import Example
 from loraocean.tasks.sources import reader
 
