@@ -171,6 +171,19 @@ def test_prepare_from_parquet_in_the_hub_layout(tmp_path):
     assert splits["train"][0]["id"] == "arc_challenge-train-000000"
 
 
+def test_hub_parquet_conversion_layout_is_found(tmp_path):
+    from loraocean.tasks.sources.hub import split_files
+
+    for path in ("default/train/0000.parquet", "default/train/0001.parquet",
+                 "default/test/0000.parquet", "plain_text/train-00000-of-00001.parquet"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    assert [p.name for p in split_files(tmp_path, None, "train")] == ["0000.parquet", "0001.parquet"]
+    assert split_files(tmp_path, "plain_text", "train") == [
+        tmp_path / "plain_text" / "train-00000-of-00001.parquet"]
+    assert split_files(tmp_path, None, "validation") == []
+
+
 def test_prepare_from_jsonl_mnli_split_names_and_carved_dev(tmp_path):
     rows = fixture_rows("mnli")
     repo = tmp_path / "glue"

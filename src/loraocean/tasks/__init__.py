@@ -1,10 +1,11 @@
 """Tasks: the unified `Example` / `TaskSpec` format, the catalog, sources, prompts, extraction."""
 
-from loraocean.tasks.catalog import CATALOG, get_task, register
+from loraocean.tasks.catalog import CATALOG, CATALOG_40, get_task, register
 from loraocean.tasks.example import SPLITS, Example, SplitPolicy, TaskSpec
-from loraocean.tasks.extract import extract
+from loraocean.tasks.extract import extract, references
 from loraocean.tasks.load import data_hash, load_split
 from loraocean.tasks.prompts import Rendered, render, template_name
 
-__all__ = ["CATALOG", "SPLITS", "Example", "Rendered", "SplitPolicy", "TaskSpec", "data_hash",
-           "extract", "get_task", "load_split", "register", "render", "template_name"]
+__all__ = ["CATALOG", "CATALOG_40", "SPLITS", "Example", "Rendered", "SplitPolicy", "TaskSpec",
+           "data_hash", "extract", "get_task", "load_split", "references", "register", "render",
+           "template_name"]

@@ -42,11 +42,15 @@ def source_splits(spec: TaskSpec) -> list[str]:
 
 
 def split_files(root: Path, config: str | None, split: str) -> list[Path]:
-    """Files of one split of one config in a local copy of a hub data set repository."""
-    folders = ([root / config, root / config / "data"] if config else []) + [root / "data", root]
+    """Files of one split of one config in a local copy of a hub data set repository: the
+    repository's own layout (`<config>/<split>-00000-of-00001.parquet`, `data/<split>-*.parquet`)
+    or the hub's Parquet conversion (`<config or default>/<split>/0000.parquet`)."""
+    folders = ([root / config, root / config / "data"] if config else [root / "default"])
+    folders += [root / "data", root]
     for folder in folders:
         for ext in EXTENSIONS:
             found = sorted(folder.glob(f"{split}-*.{ext}")) + sorted(folder.glob(f"{split}.{ext}"))
+            found = found or sorted((folder / split).glob(f"*.{ext}"))
             if found:
                 return found
     return []
