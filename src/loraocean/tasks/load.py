@@ -53,7 +53,8 @@ def availability(spec: TaskSpec) -> str:
     """Whether a task's data can be read on this machine now, without the hub."""
     from loraocean.tasks.store import store_dir
 
-    if (store_dir(spec.name) / "metadata.json").is_file():
+    meta = store_dir(spec.name) / "metadata.json"
+    if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("source") == spec.source:
         return "yes (prepared)"
     kind, _, ref = spec.source.partition(":")
     if kind == "hf":
