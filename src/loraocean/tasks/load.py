@@ -54,8 +54,12 @@ def availability(spec: TaskSpec) -> str:
     from loraocean.tasks.store import store_dir
 
     meta = store_dir(spec.name) / "metadata.json"
-    if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("source") == spec.source:
-        return "yes (prepared)"
+    if meta.is_file():
+        try:
+            if json.loads(meta.read_text(encoding="utf-8")).get("source") == spec.source:
+                return "yes (prepared)"
+        except (ValueError, AttributeError):
+            return f"no (unreadable {meta}; run tasks validate)"
     kind, _, ref = spec.source.partition(":")
     if kind == "hf":
         return "no (hub; or prepare --from)"
