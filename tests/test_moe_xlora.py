@@ -85,5 +85,6 @@ def test_cached_generation_equals_uncached_and_peft(adapters):
 
 def test_only_the_classifier_trains(adapters):
     model = ours(adapters)
+    assert not model.training  # follows the base model (eval after loading)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("classifier.") for n in trainable)

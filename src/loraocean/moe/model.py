@@ -28,6 +28,7 @@ class MoEModel(nn.Module):
         self.expert_info = [e.describe() for e in experts]
         self.attention_mask: torch.Tensor | None = None  # of the current forward (aux losses)
         self.task_type: torch.Tensor | None = None        # per-example 0/1 labels (LoRAMoE's LBC)
+        self.train(base.training)  # new layers (dropout) follow the base model's mode
 
     # HF-like surface ---------------------------------------------------------------------------
     @property

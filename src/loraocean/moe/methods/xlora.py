@@ -80,6 +80,7 @@ class XLoRAModel(MoEModel):
             self.classifier = classifier(base.config.hidden_size, len(experts), len(self.moe), cfg)
         self.classifier.to(device=self.device, dtype=next(base.parameters()).dtype)
         self.last_scalings: torch.Tensor | None = None
+        self.train(base.training)
 
     def _top_k(self, s: torch.Tensor) -> torch.Tensor:
         cfg = self.config_obj

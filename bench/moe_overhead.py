@@ -1,0 +1,194 @@
+"""MoE overhead, as ratios measured in one process (never asserted; run: python bench/moe_overhead.py).
+
+1. LoRAMoE (E=8, r=4, FFN, dense routers) training step / one LoRA (r=4, same FFN modules, PEFT)
+   training step, on the embedded SmolLM2-135M (goal <= 1.5).
+2. The stacked multi-expert Linear vs a per-expert loop of the same maths, forward+backward on one
+   SmolLM2-sized MLP projection (goal >= 3x).
+3. X-LoRA greedy generation of 64 tokens: ours (one KV cache per pass) vs PEFT XLoraModel.generate
+   (no cache), same output tokens (goal >= 5x).
+
+Options: --model NAME (default smollm2-135m), --quick (fewer repeats), --skip-xlora.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from loraocean import models
+from loraocean.batching import pad_batch, Encoded
+from loraocean.moe import get_method, load_adapter
+from loraocean.moe.layer import FixedGates, MoELinear
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def batch(vocab: int, n: int = 8, length: int = 128) -> dict:
+    g = torch.Generator().manual_seed(0)
+    items = [Encoded(ids := torch.randint(0, vocab, (length,), generator=g).tolist(), ids) for _ in range(n)]
+    return pad_batch(items, 0)
+
+
+def train_step_fn(model, data, aux=None):
+    """forward, backward and an AdamW step (what `loraocean.trainer.train` does per step)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    def step():
+        loss = model(**data).loss
+        if aux is not None:  # LoRAMoE's balancing constraint, as in training
+            loss = loss + aux()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_training(name: str, repeats: int) -> tuple[float, float]:
+    from peft import LoraConfig, get_peft_model
+
+    base, _ = models.load(name)
+    data = batch(base.config.vocab_size)
+    mlp = models.targets(base, "mlp")
+    single = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, lora_dropout=0.05, target_modules=mlp))
+    single.train()
+    t_single = timed(train_step_fn(single, data), repeats)
+    base = single.unload()
+    method = get_method("loramoe")
+    cfg = method.make_config({"n_experts": 8, "r": 4})
+    moe = method.build(base, [], cfg)
+    moe.train()
+    t_moe = timed(train_step_fn(moe, data, aux=lambda: method.aux_loss(moe, cfg)), repeats)
+    return t_moe, t_single
+
+
+class LoopMoE(nn.Module):
+    """The same maths with one (A_e, B_e) pair per expert and a Python loop (the baseline)."""
+
+    def __init__(self, base, As, Bs, scales):
+        super().__init__()
+        self.base = base
+        self.A = nn.ParameterList([nn.Parameter(a.clone()) for a in As])
+        self.B = nn.ParameterList([nn.Parameter(b.clone()) for b in Bs])
+        self.scales = scales
+
+    def forward(self, x, gates):
+        y = self.base(x)
+        for e, (A, B) in enumerate(zip(self.A, self.B)):
+            y = y + gates[..., e:e + 1] * self.scales[e] * ((x @ A.T) @ B.T)
+        return y
+
+
+def bench_layer(repeats: int) -> tuple[float, float, float]:
+    torch.manual_seed(0)
+    d_in, d_out, n_exp, r, tokens = 576, 1536, 8, 8, 2048
+    base = nn.Linear(d_in, d_out, bias=False)
+    As = [torch.randn(r, d_in) * 0.02 for _ in range(n_exp)]
+    Bs = [torch.randn(d_out, r) * 0.02 for _ in range(n_exp)]
+    scales = [2.0] * n_exp
+    stacked = MoELinear(base, As, Bs, scales)
+    loop = LoopMoE(base, As, Bs, scales)
+    x = torch.randn(tokens, d_in, requires_grad=True)
+    gates = torch.rand(tokens, n_exp).softmax(-1)
+    stacked.external_gates = gates
+    with torch.no_grad():
+        assert torch.allclose(stacked(x), loop(x, gates), atol=1e-4)
+
+    def run_stacked():
+        stacked(x).sum().backward()
+
+    def run_loop():
+        loop(x, gates).sum().backward()
+
+    def run_base():
+        base(x).sum().backward()
+
+    return timed(run_stacked, repeats), timed(run_loop, repeats), timed(run_base, repeats)
+
+
+def make_adapters(name: str, root: Path, n: int = 3) -> list[Path]:
+    from peft import LoraConfig, get_peft_model
+
+    paths = []
+    for i in range(n):
+        base, _ = models.load(name)
+        torch.manual_seed(i)
+        peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
+                                                     target_modules=models.targets(base, "all")))
+        paths.append(root / f"a{i}")
+        peft_model.save_pretrained(paths[-1])
+    return paths
+
+
+def bench_xlora(name: str, new_tokens: int = 64) -> tuple[float, float, bool, int]:
+    from peft import XLoraConfig, get_peft_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_adapters(name, Path(tmp))
+        base, tok = models.load(name)
+        method = get_method("xlora")
+        ours = method.build(base, [load_adapter(p) for p in paths], method.make_config({"depth": 2, "hidden": 64}))
+        ref_base, _ = models.load(name)
+        ref_base.config.use_cache = False
+        ref = get_peft_model(ref_base, XLoraConfig(task_type="CAUSAL_LM", hidden_size=ref_base.config.hidden_size,
+                                                   adapters={str(i): str(p) for i, p in enumerate(paths)},
+                                                   xlora_depth=2, xlora_size=64))
+        ref.base_model.internal_xlora_classifier.layers.load_state_dict(ours.classifier.state_dict())
+        ref.eval()
+        prompt = tok("Question: Which planet is known as the red planet? Explain briefly.\nAnswer:",
+                     return_tensors="pt")
+        kw = dict(input_ids=prompt.input_ids, attention_mask=prompt.attention_mask, max_new_tokens=new_tokens,
+                  do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        start = time.perf_counter()
+        got = ours.generate(**kw)
+        t_ours = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.no_grad():
+            want = ref.generate(**kw)
+        t_ref = time.perf_counter() - start
+        same = got.shape == want.shape and torch.equal(got, want)
+        return t_ours, t_ref, same, got.shape[1] - prompt.input_ids.shape[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-xlora", action="store_true")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 5
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}")
+
+    t_stacked, t_loop, t_base = bench_layer(repeats * 2)
+    print(f"[layer] 2048 tokens, 576->1536, E=8, r=8, fwd+bwd: base {t_base * 1e3:.1f} ms, "
+          f"stacked {t_stacked * 1e3:.1f} ms, per-expert loop {t_loop * 1e3:.1f} ms; "
+          f"loop / stacked = {t_loop / t_stacked:.2f}x (goal >= 3)")
+
+    t_moe, t_single = bench_training(args.model, repeats)
+    print(f"[train] batch 8x128: LoRAMoE E=8 step {t_moe:.2f} s, single LoRA step {t_single:.2f} s; "
+          f"ratio {t_moe / t_single:.2f} (goal <= 1.5)")
+
+    if not args.skip_xlora:
+        t_ours, t_ref, same, n_new = bench_xlora(args.model)
+        print(f"[xlora] greedy generation, {n_new} new tokens (max 64): ours {t_ours:.2f} s, PEFT XLoraModel.generate {t_ref:.2f} s; "
+              f"speed-up {t_ref / t_ours:.1f}x (goal >= 5), same tokens: {same}")
+
+
+if __name__ == "__main__":
+    main()
