@@ -29,6 +29,19 @@ def _evals(run_dir: Path, study: dict) -> list[tuple[dict, dict]]:
     return out
 
 
+def chosen_experts(run_dir: Path, study: dict, model: str) -> dict:
+    """(target, seed, strategy) -> chosen experts, from the finished selection jobs of `model`."""
+    out = {}
+    for job in study["jobs"]:
+        i = job["inputs"]
+        if job["kind"] != "select" or i["model"] != model:
+            continue
+        path = run_dir / "jobs" / f"select-{job['key']}" / "result.json"
+        if path.is_file():
+            out[(i["target"], i["seed"], i["strategy"])] = json.loads(path.read_text(encoding="utf-8"))["experts"]
+    return out
+
+
 def _failures(run_dir: Path) -> list[dict]:
     folder = run_dir / "failed"
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))] \
@@ -91,8 +104,10 @@ def build_blocks(run_dir: Path) -> list[tuple]:
                 blocks.append(("table", tables.selection_by_method(cdf, strategies, moe)))
                 png = plots.selection_bars(cdf, strategies, moe, figures / f"selection-{tag}.png")
                 blocks.append(("img", png, "mean accuracy per selection strategy and method"))
-        if set(mdf["selection"]) - {"none"}:
-            overlap, listing = tables.selection_overlap(mdf[mdf["convention"] == conventions[0]], strategies)
+        chosen = chosen_experts(run_dir, study, model)
+        if chosen:
+            ranked = strategies + [s for s in cfg["selection"].get("compare", []) if s not in strategies]
+            overlap, listing = tables.selection_overlap(chosen, ranked)
             blocks += [("h2", "Which experts each strategy chose"), ("table", overlap), ("table", listing)]
     blocks += routing_blocks(run_dir, study, moe, figures)
     blocks += provenance_blocks(run_dir, study, df)
@@ -144,8 +159,10 @@ def provenance_blocks(run_dir: Path, study: dict, df) -> list[tuple]:
 
 def to_markdown(blocks: list[tuple], base: Path) -> str:
     lines = []
-    for block in blocks:
+    for n, block in enumerate(blocks):
         kind = block[0]
+        if kind != "li" and n and blocks[n - 1][0] == "li":
+            lines.append("")
         if kind in ("h1", "h2"):
             lines += ["#" * int(kind[1]) + " " + block[1], ""]
         elif kind == "p":

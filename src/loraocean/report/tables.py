@@ -6,7 +6,6 @@ target's majority-label rate stands beside them, so a number near the label prio
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,22 +100,15 @@ def selection_by_method(df, strategies: list[str], methods: list[str]) -> Table:
                  headers=["selection"] + methods + ["avg"], rows=rows, values=values)
 
 
-def selections_of(df) -> dict:
-    """(target, seed, strategy) -> chosen expert tasks, from the results' `experts` column."""
-    out = {}
-    for _, row in df[df["selection"] != "none"].iterrows():
-        out[(row["target"], int(row["seed"]), row["selection"])] = json.loads(row["experts"] or "[]")
-    return out
-
-
 def jaccard(a, b) -> float:
     a, b = set(a), set(b)
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def selection_overlap(df, strategies: list[str]) -> tuple[Table, Table]:
-    """(mean Jaccard overlap between strategies' chosen sets, the chosen experts per target)."""
-    chosen = selections_of(df)
+def selection_overlap(chosen: dict, strategies: list[str]) -> tuple[Table, Table]:
+    """(mean Jaccard overlap between strategies' chosen sets, the chosen experts per target).
+
+    `chosen`: (target, seed, strategy) -> list of chosen expert tasks."""
     strategies = ordered([k[2] for k in chosen], strategies)
     contexts = sorted({(t, s) for t, s, _ in chosen})
     rows, values = [], {}

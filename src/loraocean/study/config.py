@@ -12,10 +12,10 @@ file, line and YAML path of the bad value (e.g. ``studies/lite.yaml, line 14, me
       - {name: rocket, config: {lr: 1e-4}}
       - base                                    # reference: the base model, no adapter
       - target_lora                             # reference: the target's own library LoRA
-    selection: {strategies: [ppl, random, manual], k: 3, shots: 16}
+    selection: {strategies: [ppl, random, manual], compare: [embedding], k: 3, shots: 16}
     seeds: [0]
     evaluation: {convention: lm-eval, batch_size: 8}
-    caps: {max_train: 160, max_fit: 96, max_eval: 150}
+    caps: {max_train: 96, max_train_steps: 12, max_fit: 48, max_fit_steps: 4, max_eval: 80}
     executor: {kind: local}
     quick: {...}                                # overrides applied by `loraocean run --quick`
 
@@ -41,6 +41,7 @@ REFERENCES = {
 }
 CONVENTIONS = ("lm-eval", "opencompass", "both")
 EXECUTORS = ("local", "ray")
+CAPS = ("max_train", "max_train_steps", "max_fit", "max_fit_steps", "max_eval")
 
 # Used only while the MoE / selection rooms are not importable (their registries are the truth).
 FALLBACK_METHODS = ("loramoe", "xlora", "rocket", "uniform", "single_best", "lorahub", "mole",
@@ -79,6 +80,7 @@ class Library:
 @dataclass
 class Selection:
     strategies: list[str] = field(default_factory=lambda: ["ppl", "random", "manual"])
+    compare: list[str] = field(default_factory=list)  # ranked and compared in the report, no MoE fits
     k: int = 3
     shots: int = 16
     include_target: bool = False
@@ -93,10 +95,11 @@ class Evaluation:
 
 @dataclass
 class Caps:
-    max_train: int | None = None  # training examples per library LoRA
-    max_fit: int | None = None    # training examples per MoE fit
-    max_eval: int | None = None   # evaluation examples per target
-    max_steps: int | None = None  # optimizer steps per LoRA / fit (None: the preset's)
+    max_train: int | None = None        # training examples per library LoRA (None: the preset's)
+    max_train_steps: int | None = None  # optimizer steps per library LoRA (None: the preset's)
+    max_fit: int | None = None          # training examples per MoE fit (None: the preset's)
+    max_fit_steps: int | None = None    # optimizer steps per MoE fit (None: the preset's)
+    max_eval: int | None = None         # evaluation examples per target (None: the whole split)
 
 
 @dataclass
@@ -295,6 +298,7 @@ def _build(data: dict, where: _Where) -> StudyConfig:
     selection = Selection(
         strategies=_str_list(sel.get("strategies", ["ppl", "random", "manual"]), "selection.strategies",
                              where, allow_empty=True),
+        compare=_str_list(sel.get("compare", []), "selection.compare", where, allow_empty=True),
         k=_typed(sel.get("k", 3), int, "selection.k", where, "an integer"),
         shots=_typed(sel.get("shots", 16), int, "selection.shots", where, "an integer"),
         include_target=_typed(sel.get("include_target", False), bool, "selection.include_target",
@@ -312,7 +316,7 @@ def _build(data: dict, where: _Where) -> StudyConfig:
         split=_typed(ev.get("split", "test"), str, "evaluation.split", where, "a split name"))
     cp = _fields(Caps, top.get("caps"), "caps", where)
     caps = Caps(**{k: _typed(cp.get(k), int, f"caps.{k}", where, "a positive integer or null")
-                   for k in ("max_train", "max_fit", "max_eval", "max_steps")})
+                   for k in CAPS})
     ex = top.get("executor")
     if isinstance(ex, str):
         ex = {"kind": ex}
@@ -396,9 +400,10 @@ def validate(cfg: StudyConfig, where: _Where) -> None:
                     raise where.error(f"methods[{i}].config.{key}",
                                       f"unknown option {key!r} of {m.name}; known: {', '.join(fields)}")
     strategies = known_strategies()
-    for i, s in enumerate(cfg.selection.strategies):
-        if s not in strategies:
-            raise where.error(f"selection.strategies[{i}]", _unknown("selection strategy", s, strategies))
+    for group in ("strategies", "compare"):
+        for i, s in enumerate(getattr(cfg.selection, group)):
+            if s not in strategies:
+                raise where.error(f"selection.{group}[{i}]", _unknown("selection strategy", s, strategies))
     if cfg.moe_methods and not cfg.selection.strategies:
         raise where.error("selection.strategies", "MoE methods need at least one selection strategy")
     if cfg.moe_methods:
@@ -417,7 +422,7 @@ def validate(cfg: StudyConfig, where: _Where) -> None:
         raise where.error("evaluation.split", "must be train, dev or test")
     if cfg.evaluation.batch_size < 1:
         raise where.error("evaluation.batch_size", "must be at least 1")
-    for key in ("max_train", "max_fit", "max_eval", "max_steps"):
+    for key in CAPS:
         value = getattr(cfg.caps, key)
         if value is not None and value < 1:
             raise where.error(f"caps.{key}", "must be a positive integer or null (no cap)")

@@ -14,6 +14,8 @@ from loraocean.artifacts import hash_obj
 from loraocean.study.config import StudyConfig, candidates_for
 
 KINDS = ("lora", "select", "fit", "eval")
+# Part of every key: bump it when what a stage writes changes, so old cached results are not reused.
+FORMAT = 1
 
 
 @dataclass
@@ -54,7 +56,7 @@ def _add(jobs: dict[str, Job], job: Job) -> Job:
 def library_id(cfg: StudyConfig, model: str) -> dict:
     """What identifies the LoRAs of one model in this study (preset, caps, seed)."""
     return {"model": model, "preset": cfg.library.preset, "seed": cfg.library.seed,
-            "max_train": cfg.caps.max_train, "max_steps": cfg.caps.max_steps}
+            "max_train": cfg.caps.max_train, "max_steps": cfg.caps.max_train_steps}
 
 
 def expand(cfg: StudyConfig) -> list[Job]:
@@ -64,7 +66,7 @@ def expand(cfg: StudyConfig) -> list[Job]:
         loras: dict[str, Job] = {}
         for task in cfg.tasks.library:
             inputs = {**lib, "task": task}
-            loras[task] = _add(jobs, Job("lora", hash_obj(["lora", inputs]), inputs))
+            loras[task] = _add(jobs, Job("lora", hash_obj([FORMAT, "lora", inputs]), inputs))
         for target in cfg.tasks.targets:
             eval_common = {"model": model, "target": target, "convention": cfg.evaluation.convention,
                            "split": cfg.evaluation.split, "max_eval": cfg.caps.max_eval}
@@ -73,63 +75,67 @@ def expand(cfg: StudyConfig) -> list[Job]:
                 inputs = {**eval_common, "method": ref.name, "selection": None, "deps": deps}
                 rows = [{"model": model, "target": target, "method": ref.name, "selection": "none",
                          "seed": seed} for seed in cfg.seeds]
-                _add(jobs, Job("eval", hash_obj(["eval", inputs]), inputs, deps, rows))
+                _add(jobs, Job("eval", hash_obj([FORMAT, "eval", inputs]), inputs, deps, rows))
             if not cfg.moe_methods:
                 continue
             candidates = candidates_for(cfg, target)
             cand_keys = [loras[t].key for t in candidates]
+            ranked = list(dict.fromkeys(cfg.selection.strategies + cfg.selection.compare))
             for seed in cfg.seeds:
-                for strategy in cfg.selection.strategies:
+                for strategy in ranked:
                     sel_inputs = {"model": model, "target": target, "strategy": strategy,
                                   "k": cfg.selection.k, "shots": cfg.selection.shots, "seed": seed,
                                   "candidates": candidates, "deps": cand_keys}
-                    sel = _add(jobs, Job("select", hash_obj(["select", sel_inputs]), sel_inputs, cand_keys))
+                    sel = _add(jobs, Job("select", hash_obj([FORMAT, "select", sel_inputs]), sel_inputs, cand_keys))
+                    if strategy not in cfg.selection.strategies:
+                        continue  # compared in the report only
                     for method in cfg.moe_methods:
                         fit_inputs = {"model": model, "target": target, "method": method.name,
                                       "config": method.config, "selection": strategy, "seed": seed,
-                                      "max_fit": cfg.caps.max_fit, "max_steps": cfg.caps.max_steps,
+                                      "max_fit": cfg.caps.max_fit, "max_steps": cfg.caps.max_fit_steps,
                                       "preset": cfg.library.preset, "deps": [sel.key] + cand_keys}
-                        fit = _add(jobs, Job("fit", hash_obj(["fit", fit_inputs]), fit_inputs,
+                        fit = _add(jobs, Job("fit", hash_obj([FORMAT, "fit", fit_inputs]), fit_inputs,
                                              [sel.key] + cand_keys))
                         ev_inputs = {**eval_common, "method": method.name, "selection": strategy,
                                      "seed": seed, "deps": [fit.key]}
                         row = {"model": model, "target": target, "method": method.name,
                                "selection": strategy, "seed": seed}
-                        _add(jobs, Job("eval", hash_obj(["eval", ev_inputs]), ev_inputs, [fit.key], [row]))
+                        _add(jobs, Job("eval", hash_obj([FORMAT, "eval", ev_inputs]), ev_inputs, [fit.key], [row]))
     order = {kind: i for i, kind in enumerate(KINDS)}
     return sorted(jobs.values(), key=lambda j: order[j.kind])  # stable: kinds in dependency order
 
 
-# --- cost estimate (seconds on the machine the constants were measured on) ---------------------------
+# --- cost estimate (seconds on 2 CPU cores) -----------------------------------------------------------
 
-# Measured on 2 CPU cores (see studies/lite.yaml): training tokens per second and evaluation
-# examples per second of the embedded model; tiny models are about 50x faster.
-TRAIN_TOKENS_PER_S = {"smollm2-135m": 150.0, "tiny": 8000.0, "default": 150.0}
-EVAL_EXAMPLES_PER_S = {"smollm2-135m": 4.0, "tiny": 200.0, "default": 4.0}
-TOKENS_PER_EXAMPLE = 120       # prompt + answer, typical of the BIG-bench choice tasks
-METHOD_TRAIN_FACTOR = {"xlora": 2.0, "loramoe": 1.4, "rocket": 1.3}  # vs one LoRA step
-EPOCHS = 1.0
+# From the issue's calibration on 2 CPU cores: SmolLM2-135M trains at about 150 tokens/s; a forward
+# pass (scoring) runs about 3x faster. Tiny test models are about 50x faster. Other models scale
+# with their size relative to 135M (a rough guide: a 1B model is ~8x slower).
+TRAIN_TOKENS_PER_S = 150.0
+TOKENS_PER_EXAMPLE = 100       # prompt + answer of a typical BIG-bench choice task, chat template
+METHOD_TRAIN_FACTOR = {"xlora": 2.0, "loramoe": 1.5, "rocket": 1.3}  # step cost vs one LoRA
+ROUTING_EXAMPLES = 16
 
 
-def _rate(table: dict, model: str) -> float:
-    if model.startswith("tiny-"):
-        return table["tiny"]
-    return table.get(model, table["default"])
+def _speed(model: str) -> float:
+    return 50.0 if model.startswith("tiny-") else 1.0
+
+
+def _train_tokens(examples: int | None, steps: int | None, batch: int) -> float:
+    n = examples or 1000
+    if steps is not None:
+        n = min(n, steps * batch)
+    return n * TOKENS_PER_EXAMPLE
 
 
 def estimate_seconds(job: Job, cfg: StudyConfig) -> float:
     i = job.inputs
-    train_rate = _rate(TRAIN_TOKENS_PER_S, i["model"])
-    eval_rate = _rate(EVAL_EXAMPLES_PER_S, i["model"])
+    rate = TRAIN_TOKENS_PER_S * _speed(i["model"])
     if job.kind == "lora":
-        n = cfg.caps.max_train or 500
-        return EPOCHS * n * TOKENS_PER_EXAMPLE / train_rate
+        return _train_tokens(i["max_train"], i["max_steps"], 8) / rate
     if job.kind == "select":
-        per = {"ppl": len(i["candidates"]) * i["shots"] / eval_rate, "embedding": 5.0}
-        return per.get(i["strategy"], 0.5)
+        return {"ppl": len(i["candidates"]) * i["shots"] * TOKENS_PER_EXAMPLE / (3 * rate),
+                "embedding": 10.0}.get(i["strategy"], 0.1)
     if job.kind == "fit":
-        n = cfg.caps.max_fit or 500
-        return EPOCHS * n * TOKENS_PER_EXAMPLE * METHOD_TRAIN_FACTOR.get(i["method"], 1.0) / train_rate
-    n = cfg.caps.max_eval or 300
-    slow = 2.0 if i["method"] == "xlora" else 1.0
-    return n * slow / eval_rate
+        return _train_tokens(i["max_fit"], i["max_steps"], 8) * METHOD_TRAIN_FACTOR.get(i["method"], 1.0) / rate
+    n = (i["max_eval"] or 500) + (ROUTING_EXAMPLES if i["selection"] else 0)
+    return n * 1.5 * TOKENS_PER_EXAMPLE * (2.0 if i["method"] == "xlora" else 1.0) / (3 * rate)

@@ -60,6 +60,10 @@ class Context:
     def dep_dir(self, key: str) -> Path:
         return job_dir(self.run_dir, self.jobs[key])
 
+    def dep_path(self, key: str, field: str) -> Path:
+        """A path a dependency recorded in its result (relative to its job folder or absolute)."""
+        return self.dep_dir(key) / self.dep_result(key)[field]
+
     def dep_result(self, key: str) -> dict:
         return json.loads((self.dep_dir(key) / "result.json").read_text(encoding="utf-8"))
 

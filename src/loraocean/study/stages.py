@@ -13,6 +13,7 @@ study machinery loads without them. Tests run the graph with stand-in stages of 
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,35 +44,30 @@ def lora(job: Job, ctx, out: Path) -> dict:
     model, tokenizer = ctx.fresh(i["model"])
     card = train_lora(i["model"], i["task"], preset, out=dest, seed=i["seed"], limit=i["max_train"],
                       model=model, tokenizer=tokenizer, on_step=_progress(ctx, "train"), overwrite=True)
-    return {"adapter": str(dest), "data_hash": card["data_hash"], "n_train": card["n_train"],
+    # relative to the job folder (same depth as `out`), so a moved run folder still resolves
+    return {"adapter": os.path.relpath(dest, out), "data_hash": card["data_hash"], "n_train": card["n_train"],
             "train": {k: v for k, v in card["train"].items() if k != "loss_curve"},
             "weights_sha256": card.get("weights_sha256"), "created": _now()}
 
 
 def select(job: Job, ctx, out: Path) -> dict:
-    from loraocean.selection.base import ModelRef, Selection, get_strategy
-    from loraocean.selection.candidates import candidates as library_candidates
-    from loraocean.tasks import data_hash, load_split
+    """`loraocean.selection.select` over the study's library (which holds exactly its task pool)."""
+    from loraocean.selection import ModelRef
+    from loraocean.selection import select as run_selection
 
     i = job.inputs
-    root = ctx.library_root(i["model"])
-    entries = [e for e in library_candidates(root, i["model"], i["target"], include_target=True)
-               if e.task in i["candidates"]]
-    missing = sorted(set(i["candidates"]) - {e.task for e in entries})
-    if missing:
-        raise LoraOceanError(f"library {root} lacks LoRAs for {', '.join(missing)}")
-    examples = load_split(i["target"], "train", limit=i["shots"], seed=i["seed"])
     model, tokenizer = ctx.fresh(i["model"])
-    strategy = get_strategy(i["strategy"], seed=i["seed"])
-    ranking = strategy.select(i["target"], entries, ModelRef(i["model"], model, tokenizer), i["k"], examples)
-    selection = Selection(strategy=i["strategy"], target=i["target"], model=i["model"], k=i["k"],
-                          seed=i["seed"], shots=i["shots"], data_hash=data_hash(examples),
-                          ranking=list(ranking), higher_is_better=strategy.higher_is_better,
-                          uses_target_labels=getattr(strategy, "uses_target_labels", False),
-                          library=str(root), created=_now())
-    (out / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2, default=str))
-    return {"experts": selection.chosen,
-            "ranking": [{"task": c.task, "score": c.score, "reason": c.reason} for c in ranking],
+    sel = run_selection(i["target"], ctx.library_root(i["model"]), ModelRef(i["model"], model, tokenizer),
+                        k=i["k"], strategy=i["strategy"], shots=i["shots"], seed=i["seed"],
+                        include_target=ctx.cfg.selection.include_target)
+    listed = [c.task for c in sel.ranking]
+    if sorted(listed) != sorted(i["candidates"]):
+        raise LoraOceanError(f"library {ctx.library_root(i['model'])} holds {sorted(listed)} as candidates "
+                             f"for {i['target']}, but the study expects {sorted(i['candidates'])}; a shared "
+                             "library.root must hold exactly the study's tasks")
+    (out / "selection.json").write_text(json.dumps(sel.to_dict(), indent=2, default=str), encoding="utf-8")
+    return {"experts": sel.chosen, "data_hash": sel.data_hash,
+            "ranking": [{"task": c.task, "score": c.score, "reason": c.reason} for c in sel.ranking],
             "created": _now()}
 
 
@@ -107,10 +103,10 @@ def fit(job: Job, ctx, out: Path) -> dict:
     card = _jsonable(card)
     if isinstance(card, dict):
         card.pop("losses", None)
-    return {"experts": experts, "checkpoint": str(ckpt), "card": card, "created": _now()}
+    return {"experts": experts, "checkpoint": ckpt.name, "card": card, "created": _now()}
 
 
-ROUTING_EXAMPLES = 32  # evaluation examples the routing statistics are computed on
+ROUTING_EXAMPLES = 16  # evaluation examples the routing statistics are computed on
 
 
 def routing(model, tokenizer, examples) -> dict | None:
@@ -149,11 +145,11 @@ def evaluate(job: Job, ctx, out: Path) -> dict:
     model, tokenizer = ctx.fresh(i["model"])
     adapters = []
     if i["method"] == "target_lora":
-        path = ctx.dep_result(job.deps[0])["adapter"]
-        model, adapters = attach(model, path), [path]
+        path = ctx.dep_path(job.deps[0], "adapter")
+        model, adapters = attach(model, path), [str(path)]
     elif i["method"] != "base":
-        path = ctx.dep_result(job.deps[0])["checkpoint"]
-        model, adapters = attach(model, path), [path]
+        path = ctx.dep_path(job.deps[0], "checkpoint")
+        model, adapters = attach(model, path), [str(path)]
     done = [0]
 
     def progress(n: int) -> None:
