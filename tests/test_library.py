@@ -25,7 +25,8 @@ from loraocean.library.train import CARD, WEIGHTS
 from loraocean.models import load
 
 SMOKE = PRESETS["smoke"]
-TASKS = ["bb_intent_recognition", "bb_sports_understanding", "bb_snarks", "bb_winowhy"]
+TASKS = ["bb_intent_recognition", "bb_sports_understanding", "bb_snarks", "bb_winowhy",
+         "bb_implicatures", "bb_causal_judgment"]
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +172,7 @@ def test_kill_9_mid_build_then_rerun_finishes(tmp_path):
     args = ("library", "build", "--models", "tiny-llama", "--tasks", ",".join(TASKS),
             "--preset", "smoke", "--root", str(root))
     seed = random.randrange(1 << 30)
-    delay = random.Random(seed).uniform(0.0, 0.6)
+    delay = random.Random(seed).uniform(0.0, 0.4)
     proc = subprocess.Popen(_cli_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.time() + 120
@@ -179,7 +180,7 @@ def test_kill_9_mid_build_then_rerun_finishes(tmp_path):
         time.sleep(0.05)
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, f"the build ended before the kill (seed {seed})"
     before = {p.parent.name: p.read_text() for p in root.glob("*/*/card.json")}
     assert before, f"no adapter finished before the kill (seed {seed})"
     rerun = subprocess.run(_cli_cmd(*args), capture_output=True, text=True)

@@ -1,0 +1,157 @@
+"""Training throughput: our trainer (loraocean.trainer.train) against a plain transformers.Trainer
++ PEFT baseline, same model, LoRA config, hyperparameters, data and number of optimizer steps.
+
+Both runs see the same N = steps x batch examples once (one epoch), so they process the same real
+(non-padding) tokens; tokens/s = those tokens / training seconds. The baseline batches in random
+order and pads to the longest in each batch (DataCollatorForSeq2Seq); ours groups by length and
+runs the output head on answer positions only. Peak memory: GPU max allocated, or on CPU the peak
+resident memory above the level before the run (sampled every 20 ms).
+
+    python bench/train_throughput.py                      # smollm2-135m, bb_intent_recognition
+    python bench/train_throughput.py --model tiny-llama --steps 6 --repeats 1
+
+Prints ratios; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+import torch
+
+
+class PeakMemory:
+    """Peak memory of the block: CUDA max allocated, else sampled process RSS above the start."""
+
+    def __init__(self, device: str):
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        import psutil
+
+        self._proc, self._stop = psutil.Process(os.getpid()), False
+        self._start = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop:
+            self.peak = max(self.peak, self._proc.memory_info().rss - self._start)
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop = True
+            self._thread.join()
+
+
+def run_ours(model, tok, encoded, preset, seed):
+    from peft import get_peft_model
+
+    from loraocean.library.train import lora_config
+    from loraocean.trainer import train
+
+    torch.manual_seed(seed)
+    pm = get_peft_model(model, lora_config(model, preset))
+    start = time.perf_counter()
+    log = train(pm, encoded, preset.train_config(seed), tok.pad_token_id)
+    seconds = time.perf_counter() - start
+    pm.unload()
+    return seconds, log.steps, log.losses
+
+
+def run_baseline(model, tok, encoded, preset, seed, device):
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import (DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback,
+                              TrainingArguments)
+
+    from loraocean.library.train import lora_config
+
+    torch.manual_seed(seed)
+    pm = get_peft_model(model, lora_config(model, preset))
+    data = Dataset.from_list([{"input_ids": e.input_ids, "attention_mask": [1] * len(e),
+                               "labels": e.labels} for e in encoded])
+    losses = []
+
+    class Losses(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    args = TrainingArguments(
+        output_dir="/tmp/loraocean-bench-trainer", per_device_train_batch_size=preset.batch_size,
+        gradient_accumulation_steps=preset.grad_accum, learning_rate=preset.lr,
+        max_steps=preset.max_steps, lr_scheduler_type="cosine", warmup_steps=preset.warmup_ratio,
+        weight_decay=preset.weight_decay, max_grad_norm=preset.max_grad_norm, seed=seed,
+        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
+        dataloader_num_workers=0, use_cpu=not device.startswith("cuda"),
+        bf16=device.startswith("cuda"))
+    trainer = Trainer(model=pm, args=args, train_dataset=data,
+                      data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+                      callbacks=[Losses()])
+    trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    pm.unload()
+    return seconds, result.global_step, losses
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--task", default="bb_intent_recognition")
+    ap.add_argument("--preset", default="lite")
+    ap.add_argument("--steps", type=int, default=4, help="optimizer steps per run")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each; best kept")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    from loraocean.batching import encode
+    from loraocean.library.presets import get_preset
+    from loraocean.library.train import train_examples
+    from loraocean.models import load
+    from loraocean.tasks import template_name
+
+    model, tok = load(a.model)
+    device = str(next(model.parameters()).device)
+    base = get_preset(a.preset)
+    n = a.steps * base.batch_size * base.grad_accum
+    preset = base.replace(max_steps=a.steps, epochs=1.0, train_limit=n)
+    _, examples = train_examples(a.task, preset, a.seed)
+    template = template_name(tok, preset.template)
+    encoded = [encode(ex, tok, template, max_length=preset.max_length) for ex in examples]
+    tokens = sum(len(e) for e in encoded)
+    print(f"{a.model} on {device} ({torch.get_num_threads()} threads), {a.task}: {len(encoded)} "
+          f"examples, {tokens} real tokens, {a.steps} steps of {base.batch_size}x{base.grad_accum}, "
+          f"preset {a.preset} values")
+    best = {"ours": None, "baseline": None}
+    for rep in range(a.repeats):
+        for name in ("baseline", "ours"):
+            with PeakMemory(device) as mem:
+                if name == "ours":
+                    seconds, steps, losses = run_ours(model, tok, encoded, preset, a.seed)
+                else:
+                    seconds, steps, losses = run_baseline(model, tok, encoded, preset, a.seed, device)
+            print(f"  run {rep + 1} {name:8s}: {steps} steps, {seconds:7.2f} s, "
+                  f"{tokens / seconds:8.1f} tokens/s, peak memory {mem.peak / 2**20:7.1f} MiB, "
+                  f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+            if best[name] is None or seconds < best[name][0]:
+                best[name] = (seconds, mem.peak)
+    ratio = best["baseline"][0] / best["ours"][0]
+    print(f"tokens/s ratio ours / transformers.Trainer: {ratio:.2f}x (best of {a.repeats}); "
+          f"peak memory ours {best['ours'][1] / 2**20:.0f} MiB vs {best['baseline'][1] / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
