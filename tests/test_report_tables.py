@@ -1,0 +1,137 @@
+"""Report tables against a results table built here, and the whole report of a stand-in run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import test_study_standins as standins
+from loraocean.report import tables
+from loraocean.report.build import write_report
+from loraocean.report.findings import findings
+from loraocean.report.stats import compare
+from loraocean.study import load_config, query, run_study
+from loraocean.study.store import predictions
+
+
+def row(target, method, selection, seed, value, ci=(None, None), maj=0.5):
+    return {"model": "m", "target": target, "method": method, "selection": selection, "seed": seed,
+            "convention": "lm-eval", "metric": "acc", "value": value, "ci_low": ci[0], "ci_high": ci[1],
+            "n": 100, "majority_rate": maj, "experts": "[]", "eval_key": f"{target}{method}{selection}{seed}"}
+
+
+@pytest.fixture
+def results():
+    rows = [
+        row("t1", "base", "none", 0, 0.30, (0.21, 0.39), maj=0.25),
+        row("t2", "base", "none", 0, 0.50, (0.40, 0.60), maj=0.52),
+        row("t1", "loramoe", "manual", 0, 0.70, (0.61, 0.79), maj=0.25),
+        row("t2", "loramoe", "manual", 0, 0.60, (0.50, 0.70), maj=0.52),
+        row("t1", "rocket", "manual", 0, 0.40, (0.30, 0.50), maj=0.25),
+        row("t2", "rocket", "manual", 0, 0.55, (0.45, 0.65), maj=0.52),
+        row("t1", "loramoe", "ppl", 0, 0.50, maj=0.25),
+        row("t2", "loramoe", "ppl", 0, 0.45, maj=0.52),
+        row("t1", "rocket", "ppl", 0, 0.20, maj=0.25),
+        row("t2", "rocket", "ppl", 0, 0.35, maj=0.52),
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_method_by_target_table(results):
+    t = tables.method_by_target(results, "manual", ["base", "loramoe", "rocket"], ["t1", "t2"])
+    assert t.headers == ["method", "t1", "t2", "avg"]
+    assert t.rows[0] == ["base", "30.0 (21.0–39.0)", "50.0 (40.0–60.0)", "40.0"]
+    assert t.rows[1] == ["loramoe", "70.0 (61.0–79.0)", "60.0 (50.0–70.0)", "65.0"]
+    assert t.rows[2][-1] == "47.5"
+    assert t.rows[-1] == ["majority label", "25.0", "52.0", "38.5"]
+    assert t.values[("rocket", "avg")] == pytest.approx(0.475)
+
+
+def test_seeds_are_averaged_with_their_spread(results):
+    extra = results.copy()
+    extra["seed"] = 1
+    extra["value"] = extra["value"] + 0.1
+    both = pd.concat([results, extra])
+    t = tables.method_by_target(both, "manual", ["base", "loramoe", "rocket"], ["t1", "t2"])
+    sd = 100 * np.std([0.70, 0.80], ddof=1)
+    assert t.rows[1][1] == f"75.0 ±{sd:.1f}"
+
+
+def test_selection_by_method_table(results):
+    t = tables.selection_by_method(results, ["ppl", "manual"], ["loramoe", "rocket"])
+    assert t.headers == ["selection", "loramoe", "rocket", "avg"]
+    assert t.rows[0] == ["ppl", "47.5", "27.5", "37.5"]
+    assert t.rows[1] == ["manual", "65.0", "47.5", "56.2"]
+
+
+def test_selection_overlap():
+    chosen = {("t1", 0, "ppl"): ["a", "b", "c"], ("t1", 0, "manual"): ["a", "b", "d"],
+              ("t2", 0, "ppl"): ["x", "y", "z"], ("t2", 0, "manual"): ["u", "v", "w"]}
+    overlap, listing = tables.selection_overlap(chosen, ["manual", "ppl"])
+    # t1: |{a,b}| / |{a,b,c,d}| = 0.5; t2: 0; mean 0.25
+    assert overlap.values[("manual", "ppl")] == pytest.approx(0.25)
+    assert overlap.rows[0] == ["manual", "1.00", "0.25"]
+    assert listing.rows[0] == ["t1", "0", "a, b, d", "a, b, c"]
+
+
+STUDY = """\
+name: rep
+models: [tiny-llama]
+tasks:
+  targets: [bb_intent_recognition, bb_sports_understanding]
+  pool: [bb_social_iqa, bb_snarks, bb_winowhy, bb_implicatures]
+library: {preset: smoke}
+methods: [base, target_lora, loramoe, rocket, xlora]
+selection: {strategies: [ppl, random, manual], compare: [embedding], k: 2, shots: 4}
+seeds: [0]
+evaluation: {convention: both}
+caps: {max_eval: 60}
+"""
+
+
+def test_report_of_a_run(tmp_path):
+    (tmp_path / "s.yaml").write_text(STUDY)
+    run_dir = tmp_path / "run"
+    run_study(load_config(tmp_path / "s.yaml"), run_dir, stages=standins.STAGES, fetch=False)
+    md, page = write_report(run_dir)
+    text = md.read_text()
+    html = page.read_text()
+    df = query(run_dir)
+    assert len(df) == 2 * (2 + 9) * 2  # targets x (references + methods x selections) x conventions
+    # the method x target table of the report holds the stored values
+    lm = df[df.convention == "lm-eval"]
+    r = lm[(lm.method == "loramoe") & (lm.selection == "manual") & (lm.target == "bb_intent_recognition")].iloc[0]
+    cell = f"{100 * r['value']:.1f} ({100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f})"
+    line = next(l for l in text.splitlines() if l.startswith("| loramoe |") and cell in l)
+    assert line in text and cell in html
+    assert "| majority label | 25.0 | 25.0 | 25.0 |" in text
+    # findings: recomputed here from the stored per-example correctness
+    preds = predictions(run_dir)
+    a, b = [], []
+    for target in ("bb_intent_recognition", "bb_sports_understanding"):
+        for sel in ("ppl", "random", "manual"):
+            ka = lm[(lm.method == "loramoe") & (lm.selection == sel) & (lm.target == target)].eval_key.iloc[0]
+            kb = lm[(lm.method == "xlora") & (lm.selection == sel) & (lm.target == target)].eval_key.iloc[0]
+            pa = preds[(preds.eval_key == ka) & (preds.convention == "lm-eval")].set_index("example_id").correct
+            pb = preds[(preds.eval_key == kb) & (preds.convention == "lm-eval")].set_index("example_id").correct
+            a += list(pa[pa.index])
+            b += list(pb[pa.index])
+    expected = compare(a, b)
+    found = [f for f in findings(df, preds, "lm-eval") if (f.a, f.b) == ("loramoe", "xlora")][0]
+    assert (found.result.a_only, found.result.b_only) == (expected.a_only, expected.b_only)
+    assert found.result.p_value == pytest.approx(expected.p_value)
+    assert f"**loramoe beat xlora** on this run: {100 * expected.diff:+.1f} points" in text
+    assert "manual vs random" not in text  # measured: random is a fitted strategy here
+    # figures exist and are referenced
+    figures = sorted(p.name for p in (run_dir / "figures").glob("*.png"))
+    assert "routing-loramoe.png" in figures and "routing-xlora.png" in figures
+    assert any(f.startswith("accuracy-") for f in figures) and any(f.startswith("selection-") for f in figures)
+    for f in figures:
+        assert f"figures/{f}" in text and f"figures/{f}" in html
+    # the selection overlap includes the compare-only embedding strategy
+    assert "| strategy | ppl | random | manual | embedding |" in text
+    experts = json.loads(r["experts"])
+    assert len(experts) == 2

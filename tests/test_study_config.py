@@ -1,0 +1,131 @@
+"""Study configs: the shipped ones load; bad ones fail with the YAML path and line; the CLI exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from loraocean.errors import ConfigError
+from loraocean.study import expand, find_study, load_config
+from loraocean.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+name: t
+models: [tiny-llama]
+tasks:
+  targets: [bb_intent_recognition]
+  pool: [bb_snarks, bb_implicatures, bb_winowhy]
+methods:
+  - base
+  - loramoe
+  - name: rocket
+    config: {}
+selection: {strategies: [ppl, manual], k: 2}
+caps: {max_eval: 10}
+quick:
+  caps: {max_eval: 5}
+  selection: {k: 1}
+"""
+
+
+def load_text(tmp_path, text, **kw):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return load_config(path, **kw)
+
+
+def test_shipped_studies_load_and_meet_their_brief():
+    lite = load_config(find_study())  # no argument: the embedded default
+    assert lite.name == "lite" and lite.models == ["smollm2-135m"]
+    tasks = lite.tasks.library
+    assert len(tasks) >= 8 and len({get_task(t).category for t in tasks}) >= 3
+    assert len(lite.tasks.targets) >= 2
+    assert {"loramoe", "xlora", "rocket", "base"} <= {m.name for m in lite.methods}
+    assert {"ppl", "random", "manual"} <= set(lite.selection.strategies)
+    assert set(lite.selection.compare) - {"ppl", "random", "manual"}  # an automatic strategy too
+    quick = load_config(find_study("lite"), quick=True)
+    assert len(expand(quick)) < len(expand(lite))
+    paper = load_config(find_study("loralib"))
+    counts = Counter(j.kind for j in expand(paper))
+    assert len(paper.models) == 17 and len(paper.tasks.targets) == 40
+    assert counts == {"lora": 17 * 40, "select": 17 * 40 * 3, "fit": 17 * 40 * 3 * 3,
+                      "eval": 17 * 40 * (3 * 3 + 1)}
+    from loraocean.models.architectures import FAMILIES
+    assert len(FAMILIES) == 17
+    load_config(find_study("ci"), quick=True)
+
+
+def test_quick_section_is_merged(tmp_path):
+    cfg = load_text(tmp_path, GOOD, quick=True)
+    assert cfg.caps.max_eval == 5 and cfg.selection.k == 1
+    assert cfg.selection.strategies == ["ppl", "manual"]  # untouched keys stay
+    assert load_text(tmp_path, GOOD).caps.max_eval == 10
+
+
+@pytest.mark.parametrize("change, path, words", [
+    (("caps: {max_eval: 10}", "caps: {max_evl: 10}"), "caps.max_evl", ["line 12", "did you mean 'max_eval'"]),
+    (("  - base\n", "  - base\n  - lorramoe\n"), "methods[1].name", ["line 8", "unknown method 'lorramoe'",
+                                                                   "'loramoe'"]),
+    (("config: {}", "config: {no_such_option: 1}"), "methods[2].config.no_such_option", ["line 10", "known: "]),
+    (("[ppl, manual]", "[ppl, handpicked]"), "selection.strategies[1]", ["unknown selection strategy"]),
+    (("bb_winowhy]", "bb_winowhy, bb_nonexistent_task]"), "tasks.pool[3]", ["line 5", "unknown task"]),
+    (("k: 2", "k: 4"), "selection.k", ["k=4 is out of range", "3 candidate experts", "use 1..3"]),
+    (("k: 2", "k: 0"), "selection.k", ["out of range"]),
+    (("models: [tiny-llama]", "models: [tiny-nonsense]"), "models[0]", ["line 2", "unknown tiny model family"]),
+    (("name: t", "name: t\nexecutor: slurm"), "executor.kind", ["unknown executor 'slurm'"]),
+    (("caps: {max_eval: 10}", "caps: {max_eval: -3}"), "caps.max_eval", ["positive integer"]),
+    (("caps: {max_eval: 10}", "caps: {max_eval: ten}"), "caps.max_eval", ["must be a positive integer"]),
+    (("name: t", "name: t\nevaluation: {convention: helm}"), "evaluation.convention", ["unknown convention"]),
+])
+def test_bad_configs_name_the_yaml_path(tmp_path, change, path, words):
+    text = GOOD.replace(*change)
+    assert text != GOOD
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, text)
+    msg = str(err.value)
+    assert f"study.yaml" in msg and f": {path}: " in msg, msg
+    for word in words:
+        assert word in msg, msg
+
+
+def test_missing_sections_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="tasks: is required"):
+        load_text(tmp_path, "models: [tiny-llama]\nmethods: [base]\n")
+    with pytest.raises(ConfigError, match="line 2: not valid YAML"):
+        load_text(tmp_path, "models: [tiny-llama\nmethods: [base]\n")
+    with pytest.raises(ConfigError, match="no quick: section"):
+        load_text(tmp_path, GOOD.split("quick:")[0], quick=True)
+    with pytest.raises(ConfigError, match="no study named 'nope'"):
+        find_study("nope")
+
+
+def cli(*args, cwd=ROOT):
+    return subprocess.run([str(Path(sys.executable).parent / "loraocean"), *args], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text(GOOD.replace("[ppl, manual]", "[ppl, handpicked]"))
+    proc = cli("run", str(tmp_path / "bad.yaml"), "--dry-run")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "selection.strategies[1]" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_dry_run_lists_jobs_and_cost(tmp_path):
+    (tmp_path / "s.yaml").write_text(GOOD)
+    proc = cli("run", str(tmp_path / "s.yaml"), "--dry-run", "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "study t" in out and "4 to run" not in out
+    n = len(expand(load_config(tmp_path / "s.yaml")))
+    assert f"{n} jobs, 0 cached, {n} to run" in out
+    assert "lora: 4 jobs, 0 cached" in out and "fit: 4 jobs" in out and "eval: 5 jobs" in out
+    assert not (tmp_path / "run" / "jobs").exists()  # a dry run writes nothing
