@@ -7,7 +7,7 @@ selection method; selections made with it are marked `uses_target_labels`.
 from __future__ import annotations
 
 from loraocean.selection.base import Choice, ModelRef, strategy
-from loraocean.selection.ppl import AdapterSlot
+from loraocean.selection.swap import open_slot
 
 
 @strategy("oracle")
@@ -28,12 +28,12 @@ class Oracle:
         spec = get_task(target_task)
         dev = load_split(spec, "dev", limit=self.dev_limit, seed=self.seed)
         base, tokenizer = model.loaded()
-        slot = AdapterSlot(base)
+        slot = open_slot(base, [e.path for e in candidates])
         scored = []
         try:
             for entry in candidates:
                 slot.load(entry.path)
-                result = evaluate(slot.peft, tokenizer, spec, dev, convention="lm-eval",
+                result = evaluate(slot.model, tokenizer, spec, dev, convention="lm-eval",
                                   batch_size=self.batch_size)
                 scored.append((float(result.value), result, entry))
         finally:
