@@ -202,3 +202,25 @@ def test_ray_builds_the_same_library_as_the_local_executor(tmp_path):
     assert sha(tmp_path / "local") == sha(tmp_path / "ray")
     assert len(sha(tmp_path / "ray")) == 2
     assert Library(tmp_path / "ray").verify().clean
+
+
+def test_build_eval_records_the_evaluation_rooms_metric(tmp_path):
+    from peft import PeftModel
+
+    from loraocean.cli import main
+    from loraocean.evaluation import evaluate
+    from loraocean.tasks import get_task, load_split
+
+    root = tmp_path / "lib"
+    with pytest.raises(SystemExit) as done:
+        main(["library", "build", "--models", "tiny-llama", "--tasks", TASKS[2], "--preset", "smoke",
+              "--root", str(root), "--eval", "--eval-limit", "12"])
+    assert done.value.code in (0, None)
+    test = Library(root).get("tiny-llama", TASKS[2]).card["metrics"]["test"]
+    base, tok = load("tiny-llama")
+    model = PeftModel.from_pretrained(base, Library(root).path("tiny-llama", TASKS[2])).eval()
+    spec = get_task(TASKS[2])
+    want = evaluate(model, tok, spec, load_split(spec, "test", limit=12))
+    assert test["metric"] == want.metric == "lm-eval acc" and test["n"] == 12
+    assert test["value"] == pytest.approx(want.value)
+    assert json.loads((root / MANIFEST).read_text())["adapters"][0]["metrics"]["test"]["value"] == test["value"]

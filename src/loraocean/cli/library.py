@@ -30,9 +30,15 @@ def ls(root: Path = typer.Option(..., help=ROOT_HELP)) -> None:
         c = e.card
         table.add_row(e.model, e.task, str(c.get("preset", {}).get("name")),
                       str(c.get("train", {}).get("loss_last", "")),
-                      ", ".join(f"{k} {v}" for k, v in c.get("metrics", {}).items()),
-                      str(c.get("created")))
+                      _metric_text(c.get("metrics", {})), str(c.get("created")))
     Console().print(table)
+
+
+def _metric_text(metrics: dict) -> str:
+    test = metrics.get("test")
+    if isinstance(test, dict) and "value" in test:
+        return f"{test['metric']} {test['value']:.3f} (n {test['n']})"
+    return ", ".join(f"{k} {v}" for k, v in metrics.items())
 
 
 @app.command("show")
@@ -156,29 +162,35 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
 
 
 def _evaluate(lib, results, limit, console) -> None:
-    """Score each finished adapter on its test split (the evaluation room's `evaluate`)."""
-    try:
-        from loraocean.evaluation import attach, evaluate
-    except ImportError:
-        from loraocean.errors import MissingPackageError
-
-        raise MissingPackageError("loraocean.evaluation (the evaluation stage)",
-                                  "update loraocean to a version with `loraocean eval`") from None
+    """Score each finished adapter on its task's test split (lm-eval convention for choice tasks)
+    and record the metric in its card and the manifest."""
     from loraocean import models
+    from loraocean.evaluation import attach, evaluate
     from loraocean.tasks import CATALOG, get_task, load_split
 
+    bases = {}
     for r in results:
         if r.status == "failed":
             continue
         entry = lib.get(r.model, r.task)
-        base, tokenizer = models.load(r.model)
-        model = attach(base, entry.path)
+        if r.status == "skipped" and "test" in entry.card.get("metrics", {}):
+            r.metrics = {entry.card["metrics"]["test"]["metric"]: round(entry.card["metrics"]["test"]["value"], 4)}
+            continue  # evaluated when it was built
+        if r.model not in bases:
+            bases.clear()
+            bases[r.model] = models.load(r.model)
+        base, tokenizer = bases[r.model]
         spec = get_task(r.task) if r.task in CATALOG else get_task(entry.card["task_source"])
-        res = evaluate(model, tokenizer, spec, load_split(spec, "test", limit=limit))
+        model = attach(base, entry.path)
+        try:
+            res = evaluate(model, tokenizer, spec, load_split(spec, "test", limit=limit))
+        finally:
+            model.unload()
         r.metrics = {res.metric: round(res.value, 4), "n": res.n}
-        lib.set_metrics(r.model, r.task, {"test_" + res.metric: round(res.value, 4),
-                                          "test_n": res.n, "ci": [res.ci_low, res.ci_high]})
-        console.print(f"{r.model} / {r.task}: {res.metric} {res.value:.3f} (n {res.n})")
+        lib.set_metrics(r.model, r.task, {"test": {"metric": res.metric, "value": res.value,
+                                                   "ci_low": res.ci_low, "ci_high": res.ci_high,
+                                                   "n": res.n, "majority_rate": res.majority_rate}})
+        console.print(res.line())
 
 
 def register(root: typer.Typer) -> None:
