@@ -35,8 +35,8 @@ def _harness_predictions(lm, name, include_path):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    out = simple_evaluate(model=lm, tasks=[name], task_manager=TaskManager(include_path=str(include_path)),
-                          bootstrap_iters=0, log_samples=True)
+    manager = TaskManager(include_path=str(include_path), include_defaults=False)
+    out = simple_evaluate(model=lm, tasks=[name], task_manager=manager, bootstrap_iters=0, log_samples=True)
     samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
     lls = [[r[0] for r in s["filtered_resps"]] for s in samples]
     return [int(np.argmax(x)) for x in lls], lls, out["results"][name]

@@ -11,7 +11,8 @@
     from lm_eval.tasks import TaskManager
     yaml_path = write_lm_eval_task(spec, examples, tokenizer, "lm_eval_tasks/")
     lm = LoraOceanLM(model="smollm2-135m", adapter="library/smollm2-135m/bb_intent_recognition")
-    simple_evaluate(model=lm, tasks=[spec.name], task_manager=TaskManager(include_path="lm_eval_tasks/"))
+    simple_evaluate(model=lm, tasks=[spec.name],
+                    task_manager=TaskManager(include_path="lm_eval_tasks/", include_defaults=False))
 """
 
 from __future__ import annotations
