@@ -6,7 +6,8 @@ Builds N random PEFT LoRAs (the `lite` preset's config: r=8 on every linear laye
 SmolLM2-135M in a temporary library, then times on the same K target examples:
   - base pass (plain): one plain HF forward of the base model over the K examples (batch 8,
     right-padded, full logits), the reference the issue names;
-  - base pass (scorer): the selection's own answer-only scorer on the base model, no adapter;
+  - base pass (scorer): the selection's answer-only scorer on the base model, no adapter, without
+    prefix sharing (answer-position logits only);
   - ppl selection: the `ppl` strategy over all N LoRAs (adapter swaps included), with the
     default swap (merged into the fp32 weights) and with `--swap peft` (one PeftModel);
   - naive loop: PeftModel.from_pretrained per LoRA, one example at a time, full logits.
@@ -107,7 +108,7 @@ def main() -> None:
     from loraocean.batching import encode
     from loraocean.models import load
     from loraocean.selection import ModelRef, get_strategy
-    from loraocean.selection.ppl import make_batches, score_batches
+    from loraocean.selection.ppl import prepare, score
     from loraocean.tasks import load_split
 
     model, tokenizer = load("smollm2-135m")
@@ -123,7 +124,7 @@ def main() -> None:
         with Clock() as plain:
             plain_pass(model, tokenizer, encoded)
         with Clock() as scorer:
-            score_batches(model, make_batches(encoded, tokenizer.pad_token_id, 8), len(encoded))
+            score(model, prepare(encoded, tokenizer.pad_token_id, 8, share_prefix=False))
         ref = ModelRef.of(model, tokenizer)
         with Clock() as ppl:
             ranking = get_strategy("ppl").select(args.task, entries, ref, 4, examples)

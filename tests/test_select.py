@@ -92,10 +92,17 @@ def test_ppl_equals_hand_computation(library, tiny_llama, swap):
         assert torch.equal(model(input_ids=probe).logits, before)
     assert not any("lora" in n for n, _ in model.named_modules())
     # the same answer-only quantity as the evaluation room's target_logprobs (base model)
-    mine = answer_nll(model, tokenizer, examples, batch_size=4)
+    from loraocean.selection.ppl import prepare, shared_prefix
+    from loraocean.batching import encode
+
+    encoded = [encode(ex, tokenizer, add_eos=False) for ex in examples]
+    assert shared_prefix(encoded) > 20  # the task instruction is shared: its cache is reused
+    assert prepare(encoded, 0, 4).prefix == encoded[0].input_ids[:shared_prefix(encoded)]
     theirs = target_logprobs(model, tokenizer, examples, batch_size=3)
-    for (nll, n), (lp, m) in zip(mine, theirs):
-        assert n == m and nll == pytest.approx(-lp, rel=1e-5)
+    for share in (True, False):
+        mine = answer_nll(model, tokenizer, examples, batch_size=4, share_prefix=share)
+        for (nll, n), (lp, m) in zip(mine, theirs):
+            assert n == m and nll == pytest.approx(-lp, rel=1e-5)
 
 
 def test_include_target_and_save_roundtrip(library, tiny_llama, tmp_path):

@@ -6,8 +6,10 @@ examples; the prompt is masked and no end-of-answer token is added (the same qua
 
 Speed: the base model is loaded once and each candidate LoRA is put on it in place (merged into
 its weights for fp32 bases, else swapped inside one PeftModel; see `selection.swap`). The K
-examples are encoded and batched once (left-padded, length-sorted) and only the logits of answer
-positions are computed (`logits_to_keep`), so scoring a LoRA costs about one base pass.
+examples are encoded and batched once (left-padded, length-sorted); the token prefix they all share
+(system prompt, task instruction) runs once per candidate and its key/value cache is reused by every
+batch; only the logits of answer positions are computed (`logits_to_keep`). Scoring a LoRA costs
+at most one base pass.
 
 Why a scorer of our own beside `loraocean.evaluation.target_logprobs` (same quantity, checked
 equal in the tests): it batches once for all candidates and computes the output head only on
@@ -16,6 +18,7 @@ answer positions, which the selection-speed target needs.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from dataclasses import dataclass
@@ -30,29 +33,49 @@ from loraocean.selection.swap import open_slot
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    indices: list[int]           # which examples, in row order
+    input_ids: torch.Tensor      # the examples after the shared prefix, left-padded
+    attention_mask: torch.Tensor  # over shared prefix + row
     position_ids: torch.Tensor
-    labels: torch.Tensor  # the last `keep` labels of each row (IGNORE outside answers)
-    keep: int             # answer positions to score at the end of every row
+    labels: torch.Tensor         # the last `keep` labels of each row (IGNORE outside answers)
+    keep: int                    # answer positions to score at the end of every row
 
 
-def make_batches(encoded: list[Encoded], pad_id: int, batch_size: int = 8) -> list[tuple[list[int], Batch]]:
-    """(example indices, Batch) pairs: examples sorted by length, left-padded so every answer ends
-    at the last position, positions counted from each row's first real token."""
+@dataclass
+class Prepared:
+    """K examples encoded and batched once, scored for every candidate."""
+    prefix: list[int]   # token ids every example starts with (run once per candidate, then cached)
+    batches: list[Batch]
+    n: int
+
+
+def shared_prefix(encoded: list[Encoded]) -> int:
+    """Number of leading tokens all examples share (system prompt, task instruction), leaving each
+    example at least one prompt token so every answer token is predicted inside its own row."""
+    limit = min(sum(1 for x in e.labels if x == IGNORE) for e in encoded) - 1
+    first = encoded[0].input_ids
+    p = 0
+    while p < limit and all(e.input_ids[p] == first[p] for e in encoded):
+        p += 1
+    return p
+
+
+def prepare(encoded: list[Encoded], pad_id: int, batch_size: int = 8, share_prefix: bool = True) -> Prepared:
+    """Examples sorted by length and cut into batches after their shared prefix; rows are left-padded
+    so every answer ends at the last position; positions count real tokens only."""
+    p = shared_prefix(encoded) if share_prefix and len(encoded) > 1 else 0
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    out = []
+    batches = []
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        b = pad_batch([encoded[i] for i in idx], pad_id, side="left")
-        answer = [sum(1 for x in encoded[i].labels if x != IGNORE) for i in idx]
-        # the first token of a sequence has no logit predicting it: keep at most width - 1
-        keep = min(max(answer), b["input_ids"].shape[1] - 1)
-        # the answer is the tail of each encoded example (labels are IGNORE only on the prompt)
-        position_ids = (b["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        out.append((idx, Batch(b["input_ids"], b["attention_mask"], position_ids,
-                               b["labels"][:, -keep:], keep)))
-    return out
+        rows = [Encoded(encoded[i].input_ids[p:], encoded[i].labels[p:]) for i in idx]
+        b = pad_batch(rows, pad_id, side="left")
+        mask = torch.cat([torch.ones(len(idx), p, dtype=torch.long), b["attention_mask"]], 1)
+        answer = [sum(1 for x in r.labels if x != IGNORE) for r in rows]
+        keep = min(max(answer), b["input_ids"].shape[1] - 1)  # a row's first token has no logit
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
+        batches.append(Batch(idx, b["input_ids"], mask, position_ids, b["labels"][:, -keep:], keep))
+    return Prepared(encoded[0].input_ids[:p], batches, len(encoded))
 
 
 def _accepts_logits_to_keep(model) -> bool:
@@ -61,14 +84,25 @@ def _accepts_logits_to_keep(model) -> bool:
 
 
 @torch.no_grad()
-def score_batches(model, batches: list[tuple[list[int], Batch]], n: int) -> list[tuple[float, int]]:
+def score(model, prepared: Prepared) -> list[tuple[float, int]]:
     """Per example (sum of answer-token negative log-likelihoods, number of answer tokens)."""
+    from loraocean.evaluation.choice import cache_kwarg
+
     device = next(model.parameters()).device
     trim = _accepts_logits_to_keep(model)
-    out: list[tuple[float, int]] = [(0.0, 0)] * n
-    for idx, b in batches:
+    prefix_cache = None
+    if prepared.prefix:
+        ids = torch.tensor([prepared.prefix], device=device)
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        prefix_cache = getattr(out, "cache", None) or out.past_key_values
+    result: list[tuple[float, int]] = [(0.0, 0)] * prepared.n
+    for b in prepared.batches:
         kwargs = dict(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device),
-                      position_ids=b.position_ids.to(device), use_cache=False)
+                      position_ids=b.position_ids.to(device), use_cache=prefix_cache is not None)
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)  # the forward appends to it
+            cache.reorder_cache(torch.zeros(len(b.indices), dtype=torch.long, device=device))
+            kwargs[cache_kwarg(model)] = cache
         if trim:
             kwargs["logits_to_keep"] = b.keep + 1
         logits = model(**kwargs).logits[:, -(b.keep + 1):-1].float()
@@ -81,17 +115,17 @@ def score_batches(model, batches: list[tuple[list[int], Batch]], n: int) -> list
         mask = labels != IGNORE
         sums = (nll * mask).sum(-1)
         counts = mask.sum(-1)
-        for row, i in enumerate(idx):
-            out[i] = (float(sums[row]), int(counts[row]))
-    return out
+        for row, i in enumerate(b.indices):
+            result[i] = (float(sums[row]), int(counts[row]))
+    return result
 
 
 def answer_nll(model, tokenizer, examples, batch_size: int = 8, template: str = "auto",
-               max_length: int = 512) -> list[tuple[float, int]]:
+               max_length: int = 512, share_prefix: bool = True) -> list[tuple[float, int]]:
     """Per example (answer-token NLL sum, answer tokens) of `model` on `examples`."""
     encoded = [encode(ex, tokenizer, template, max_length=max_length, add_eos=False)
                for ex in examples]
-    return score_batches(model, make_batches(encoded, tokenizer.pad_token_id, batch_size), len(encoded))
+    return score(model, prepare(encoded, tokenizer.pad_token_id, batch_size, share_prefix))
 
 
 def perplexity(scores: list[tuple[float, int]]) -> float:
@@ -107,8 +141,9 @@ class Ppl:
     higher_is_better = False
     uses_target_labels = False
 
-    def __init__(self, batch_size: int = 8, swap: str = "auto"):
+    def __init__(self, batch_size: int = 8, swap: str = "auto", share_prefix: bool = True):
         self.batch_size = batch_size
+        self.share_prefix = share_prefix
         self.swap = swap  # how candidate LoRAs are put on the base model (selection.swap)
 
     def select(self, target_task: str, candidates: list, model: ModelRef, k: int,
@@ -117,14 +152,14 @@ class Ppl:
             raise LoraOceanError(f"ppl selection for {target_task!r} needs target examples (--shots >= 1)")
         base, tokenizer = model.loaded()
         encoded = [encode(ex, tokenizer, add_eos=False) for ex in examples]
-        batches = make_batches(encoded, tokenizer.pad_token_id, self.batch_size)
+        prepared = prepare(encoded, tokenizer.pad_token_id, self.batch_size, self.share_prefix)
         tokens = sum(sum(1 for x in e.labels if x != IGNORE) for e in encoded)
         slot = open_slot(base, [e.path for e in candidates], self.swap)
         scored = []
         try:
             for entry in candidates:
                 slot.load(entry.path)
-                scored.append((perplexity(score_batches(slot.model, batches, len(encoded))), entry))
+                scored.append((perplexity(score(slot.model, prepared)), entry))
         finally:
             slot.close()
         scored.sort(key=lambda se: (se[0], se[1].task))

@@ -80,8 +80,8 @@ class MergedSlot:
                 weight = module.weight
                 if name not in self.originals:
                     self.originals[name] = weight.detach().clone()
-                delta = (b @ a) * scale
-                weight.add_((delta.T if fan_in_fan_out else delta).to(weight.dtype))
+                delta = (b.to(weight.dtype) @ a.to(weight.dtype)) * scale
+                weight.add_(delta.T if fan_in_fan_out else delta)
 
     def close(self):
         self._restore()
