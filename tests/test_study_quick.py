@@ -1,0 +1,85 @@
+"""CI's end-to-end check: `loraocean run ci --quick` with the real stages on a tiny random llama
+(LoRA library -> selection -> LoRAMoE / Rocket / X-LoRA fits -> evaluation -> report), then the
+results table's contents and the report files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from loraocean.study import expand, load_config, query
+from loraocean.study.store import predictions
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = str(Path(sys.executable).parent / "loraocean")
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ci") / "run"
+    proc = subprocess.run([EXE, "run", "ci", "--quick", "--run-dir", str(run_dir)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir, proc.stdout
+
+
+def test_quick_ci_study_results_table(ci_run):
+    run_dir, out = ci_run
+    cfg = load_config(ROOT / "studies" / "ci.yaml", quick=True)
+    n_jobs = len(expand(cfg))
+    assert f"{n_jobs} ran, 0 cached, 0 failed" in out.replace("\n", " ")
+    df = query(run_dir)
+    # one row per (target, method, selection) and convention: references once, methods per strategy
+    identities = {(r.method, r.selection, r.convention) for r in df.itertuples()}
+    expected = {(m, "none", c) for m in ("base", "target_lora") for c in ("lm-eval", "opencompass")}
+    expected |= {(m, s, c) for m in ("loramoe", "rocket", "xlora") for s in ("ppl", "manual")
+                 for c in ("lm-eval", "opencompass")}
+    assert identities == expected and len(df) == len(expected)
+    # the evaluation set: the target's test split capped to max_eval, the same for every row
+    from loraocean.tasks import load_split
+
+    examples = load_split("bb_intent_recognition", "test", limit=cfg.caps.max_eval, seed=0)
+    majority = Counter(ex.target for ex in examples).most_common(1)[0][1] / len(examples)
+    assert set(df["n"]) == {len(examples)}
+    assert df["majority_rate"].tolist() == pytest.approx([majority] * len(df))
+    # each value is the mean of its stored per-example correctness, over exactly those examples
+    preds = predictions(run_dir)
+    ids = {ex.id for ex in examples}
+    for r in df.itertuples():
+        p = preds[(preds.eval_key == r.eval_key) & (preds.convention == r.convention)]
+        assert set(p.example_id) == ids
+        assert r.value == pytest.approx(p.correct.mean())
+        assert r.ci_low <= r.value <= r.ci_high
+    # provenance: experts from the selection (manual follows the shipped relevance map), versions
+    manual = df[(df.selection == "manual") & (df.method == "loramoe")].iloc[0]
+    assert json.loads(manual.experts) == ["bb_implicatures", "bb_disambiguation_qa"]
+    assert json.loads(manual.versions)["peft"] and manual.config_hash
+    assert all(Path(a).is_dir() for a in json.loads(manual.adapters))
+
+
+def test_quick_ci_study_report_and_cli(ci_run):
+    run_dir, out = ci_run
+    md = (run_dir / "report.md").read_text()
+    html = (run_dir / "report.html").read_text()
+    for section in ("## Findings (lm-eval convention)", "## Results (opencompass convention)",
+                    "## Selection strategies", "## Which experts each strategy chose",
+                    "## Routing: mean gate per layer and expert"):
+        assert section in md
+        assert section[3:].split(" (")[0] in html
+    for method in ("loramoe", "rocket", "xlora"):
+        assert (run_dir / "figures" / f"routing-{method}.png").stat().st_size > 1000
+    proc = subprocess.run([EXE, "results", str(run_dir), "--where", "method=loramoe", "--where",
+                           "convention=lm-eval"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 results" in proc.stdout and "loramoe" in proc.stdout and "rocket" not in proc.stdout
+    bad = subprocess.run([EXE, "results", str(run_dir), "--where", "colour=red"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown column 'colour'" in bad.stderr
+    # a warm rerun runs nothing
+    again = subprocess.run([EXE, "run", "ci", "--quick", "--run-dir", str(run_dir), "--no-report"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0 and " 0 ran, " in again.stdout.replace("\n", " ")
