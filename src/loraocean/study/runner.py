@@ -214,8 +214,12 @@ def run_local(cfg: StudyConfig, run_dir: Path, jobs: list[Job], stages: dict[str
                 continue
             bar.update(current, completed=0, total=1, visible=True, description=f"  {label}")
             try:
+                started = time.perf_counter()
                 run_one(job, ctx, stages)
                 summary.ran += 1
+                if console is not None and not console.is_terminal:  # logs: one line per job
+                    console.print(f"[{summary.cached + summary.ran}/{len(jobs)}] done {label} "
+                                  f"in {time.perf_counter() - started:.1f} s")
             except KeyboardInterrupt:
                 raise
             except Exception as err:  # one job's failure must not stop the study
