@@ -224,3 +224,39 @@ def test_build_eval_records_the_evaluation_rooms_metric(tmp_path):
     assert test["metric"] == want.metric == "lm-eval acc" and test["n"] == 12
     assert test["value"] == pytest.approx(want.value)
     assert json.loads((root / MANIFEST).read_text())["adapters"][0]["metrics"]["test"]["value"] == test["value"]
+
+
+def _main(*args) -> int:
+    from loraocean.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        return exit_.code or 0
+    return 0
+
+
+def test_library_cli(small_lib, tmp_path, capsys):
+    root = str(small_lib.root)
+    assert _main("library", "ls", "--root", root) == 0
+    assert "tiny-llama" in capsys.readouterr().out
+    assert _main("library", "ls", "--root", root, "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == json.loads((small_lib.root / MANIFEST).read_text())["adapters"]
+    assert _main("library", "show", "tiny-llama", TASKS[1], "--root", root) == 0
+    shown = capsys.readouterr().out
+    assert json.loads(shown[shown.index("{"):])["task"] == TASKS[1]
+    assert _main("library", "verify", "--root", root) == 0 and "clean" in capsys.readouterr().out
+    assert _main("library", "export", "tiny-llama", TASKS[1], "--out", str(tmp_path / "hub"), "--root", root) == 0
+    assert (tmp_path / "hub" / "README.md").is_file()
+    # importing the exported llama adapter onto a GPT-2 base: one-line error, exit 2, nothing added
+    code = _main("library", "import", str(tmp_path / "hub"), "--model", "tiny-gpt2", "--task", "t", "--root", root)
+    err = capsys.readouterr().err
+    assert code == 2 and "'tiny-gpt2' does not have" in err and "Traceback" not in err
+    assert not (small_lib.root / "tiny-gpt2").exists()
+    weights = small_lib.path("tiny-llama", TASKS[1]) / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    assert _main("library", "verify", "--root", root) == 1
+    assert "corrupt: tiny-llama/" + TASKS[1] in capsys.readouterr().out
+    assert _main("library", "show", "tiny-llama", TASKS[1], "--root", root) == 2
+    assert "does not match the card" in capsys.readouterr().err

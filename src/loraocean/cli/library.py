@@ -13,19 +13,30 @@ app = typer.Typer(help="The LoRA library: one PEFT adapter per (model, task) und
 ROOT_HELP = "Library root folder."
 
 
+def _table(*names: str, title: str | None = None):
+    """A rich table whose cells wrap instead of being cut (names must stay readable and greppable)."""
+    from rich.table import Column, Table
+
+    return Table(*(Column(n, overflow="fold") for n in names), title=title)
+
+
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
 @app.command("ls")
-def ls(root: Path = typer.Option(..., help=ROOT_HELP)) -> None:
+def ls(root: Path = typer.Option(..., help=ROOT_HELP),
+       as_json: bool = typer.Option(False, "--json", help="Print the manifest rows as JSON instead of a table.")) -> None:
     """One row per adapter: model, task, preset, final loss, metrics, created."""
     from rich.console import Console
-    from rich.table import Table
 
     from loraocean.library import Library
 
-    table = Table("model", "task", "preset", "loss", "metrics", "created")
+    if as_json:
+        lib = Library(root)
+        typer.echo(json.dumps([e.row(lib.root) for e in lib.list()], indent=2))
+        return
+    table = _table("model", "task", "preset", "loss", "metrics", "created")
     for e in Library(root).list():
         c = e.card
         table.add_row(e.model, e.task, str(c.get("preset", {}).get("name")),
@@ -117,7 +128,6 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
     Exits 1 when a pair failed."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from loraocean.library import Library
     from loraocean.library.build import build as run_build
@@ -148,7 +158,7 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
                             on_step=on_step)
     if eval_:
         _evaluate(Library(root), results, eval_limit, console)
-    table = Table("model", "task", "status", "seconds", "loss", "metrics", title="library build")
+    table = _table("model", "task", "status", "seconds", "loss", "metrics", title="library build")
     for r in results:
         table.add_row(r.model, r.task, r.status, f"{r.seconds:.1f}",
                       f"{r.loss_first} -> {r.loss_last}" if r.loss_last is not None else "",
