@@ -13,6 +13,7 @@ transformers nor PEFT offers shared-prefix scoring of several continuations.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,21 +52,24 @@ def model_max_length(model, default: int = 2048) -> int:
     return int(getattr(config, "max_position_embeddings", None) or default)
 
 
-def cache_kwarg(model) -> str:
-    """transformers 5 renamed `past_key_values` to `cache`; a wrapper (PEFT, an MoE checkpoint)
-    that does not declare `cache` itself gets the old name, which the HF models still accept."""
-    params = inspect.signature(model.forward).parameters
-    if "cache" in params or "past_key_values" in params:
-        return "cache" if "cache" in params else "past_key_values"
+def _forward_params(model) -> set[str]:
+    """Keyword names the model's forward accepts (a PEFT wrapper passes its base model's on)."""
+    names = set(inspect.signature(model.forward).parameters)
     base = model.get_base_model() if hasattr(model, "get_base_model") else None
-    if base is not None and "cache" in inspect.signature(base.forward).parameters:
-        return "cache"
-    return "past_key_values"
+    if base is not None and base is not model:
+        names |= set(inspect.signature(base.forward).parameters)
+    return names
 
 
-def _forward(model, ids, mask, positions, past=None):
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **{cache_kwarg(model): past})
+def _forward(model, ids, mask, positions, past=None, last_only=False):
+    """Log-probabilities (fp32) and the KV cache. transformers 5 renamed `past_key_values` to
+    `cache`; a wrapper that declares neither (an MoE checkpoint) gets the old name. `last_only`
+    asks HF models for the last position's logits only (`logits_to_keep`)."""
+    params = _forward_params(model)
+    kwargs = {"cache" if "cache" in params else "past_key_values": past}
+    if last_only and "logits_to_keep" in params:
+        kwargs["logits_to_keep"] = 1
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
     cache = getattr(out, "cache", None)
     if cache is None:
         cache = getattr(out, "past_key_values", None)
@@ -82,7 +86,8 @@ def _repeat_cache(cache, index: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def _score_group(model, group: list[tuple[list[int], list[list[int]]]], pad_id: int) -> list[ChoiceScores]:
+def _score_group(model, group: list[tuple[list[int], list[list[int]]]], pad_id: int,
+                 context_nll: bool) -> list[ChoiceScores]:
     device = model_device(model)
     width = max(len(ctx) for ctx, _ in group)
     ids = torch.full((len(group), width), pad_id, dtype=torch.long)
@@ -92,12 +97,13 @@ def _score_group(model, group: list[tuple[list[int], list[list[int]]]], pad_id: 
         mask[i, width - len(ctx):] = 1
     ids, mask = ids.to(device), mask.to(device)
     ctx_len = mask.sum(1)
-    logp, cache = _forward(model, ids, mask, (mask.cumsum(1) - 1).clamp(min=0))
-
-    # Context NLL (only OpenCompass's whole-sequence convention needs it).
-    tok_lp = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
-    both = (mask[:, 1:] * mask[:, :-1]).bool()
-    ctx_nll = -(tok_lp * both).sum(1)
+    logp, cache = _forward(model, ids, mask, (mask.cumsum(1) - 1).clamp(min=0), last_only=not context_nll)
+    if context_nll:  # only OpenCompass's whole-sequence convention needs the context's own NLL
+        tok_lp = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+        both = (mask[:, 1:] * mask[:, :-1]).bool()
+        ctx_nll = -(tok_lp * both).sum(1)
+    else:
+        ctx_nll = torch.full((len(group),), float("nan"))
 
     rows = [(q, cont) for q, (_, conts) in enumerate(group) for cont in conts]
     index = torch.tensor([q for q, _ in rows], device=device)
@@ -135,17 +141,19 @@ def _score_group(model, group: list[tuple[list[int], list[list[int]]]], pad_id: 
 
 
 def score_tokens(model, requests: list[tuple[list[int], list[list[int]]]], pad_id: int,
-                 batch_size: int = 16, progress=None) -> list[ChoiceScores]:
+                 batch_size: int = 16, progress=None, context_nll: bool = True) -> list[ChoiceScores]:
     """Scores of (context ids, [choice ids, ...]) requests, in the order given.
 
     Questions are sorted by context length (longest first) and run `batch_size` questions at a
-    time; every context must be non-empty and every choice at least one token.
+    time; every context must be non-empty and every choice at least one token. Without
+    `context_nll` (not needed by the lm-eval convention) only the context's last position is
+    projected to the vocabulary, and `ChoiceScores.context_nll` is NaN.
     """
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]))
     results: list[ChoiceScores | None] = [None] * len(requests)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        for i, scores in zip(chunk, _score_group(model, [requests[i] for i in chunk], pad_id)):
+        for i, scores in zip(chunk, _score_group(model, [requests[i] for i in chunk], pad_id, context_nll)):
             results[i] = scores
         if progress is not None:
             progress(len(chunk))
@@ -170,11 +178,11 @@ def pad_id_of(tokenizer) -> int:
 
 
 def score_choices(model, tokenizer, examples: list[Example], batch_size: int = 16,
-                  template: str = "auto", progress=None) -> list[ChoiceScores]:
+                  template: str = "auto", progress=None, context_nll: bool = True) -> list[ChoiceScores]:
     """Raw choice scores of choice examples (see `ChoiceScores`)."""
     max_length = model_max_length(model)
     requests = [encode_choices(ex, tokenizer, template, max_length) for ex in examples]
-    return score_tokens(model, requests, pad_id_of(tokenizer), batch_size, progress)
+    return score_tokens(model, requests, pad_id_of(tokenizer), batch_size, progress, context_nll)
 
 
 # Per-question decisions of each convention ------------------------------------------------------
@@ -197,9 +205,11 @@ def predict(scores: ChoiceScores, choices: list[str]) -> dict[str, int]:
     - `opencompass ppl_masked`: lowest mean cross-entropy of the choice tokens (context masked).
     """
     k = len(choices)
-    return {
+    picks = {
         "lm-eval acc": argmax(scores.logprobs),
         "lm-eval acc_norm": argmax([scores.logprobs[i] / (len(choices[i]) or 1) for i in range(k)]),
-        "opencompass ppl": argmax([-scores.whole_ce(i) for i in range(k)]),
         "opencompass ppl_masked": argmax([-scores.choice_ce(i) for i in range(k)]),
     }
+    if not math.isnan(scores.context_nll):  # scored without the context's own NLL: no whole-CE rule
+        picks["opencompass ppl"] = argmax([-scores.whole_ce(i) for i in range(k)])
+    return picks

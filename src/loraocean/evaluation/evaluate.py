@@ -108,7 +108,8 @@ def _choice(model, tokenizer, examples, convention, batch_size, template, progre
             raise LoraOceanError(f"example {ex.id!r} of task {ex.task!r} has no choices/label; "
                                  "it cannot be scored in choice mode")
     rules = [r for c, rs in CHOICE_RULES.items() if convention in (c, "both") for r in rs]
-    scores = score_choices(model, tokenizer, examples, batch_size, template, progress)
+    scores = score_choices(model, tokenizer, examples, batch_size, template, progress,
+                           context_nll=convention != "lm-eval")
     per_metric = {r: [] for r in rules}
     records = []
     for ex, sc in zip(examples, scores):
@@ -120,9 +121,10 @@ def _choice(model, tokenizer, examples, convention, batch_size, template, progre
             "id": ex.id, "label": ex.label, "prediction": main, "correct": main == ex.label,
             "predictions": {r: picks[r] for r in rules},
             "logprobs": sc.logprobs, "n_tokens": sc.n_tokens,
-            "whole_ce": [sc.whole_ce(i) for i in range(len(ex.choices))],
             "context_tokens": sc.n_context,
         })
+        if convention != "lm-eval":
+            records[-1]["whole_ce"] = [sc.whole_ce(i) for i in range(len(ex.choices))]
     return per_metric, records
 
 
@@ -168,5 +170,5 @@ def target_logprobs(model, tokenizer, examples: list[Example], batch_size: int =
         r = render(ex, tokenizer, template)
         requests.append(split_encode(tokenizer, r.prompt, r.target))
     scores = score_tokens(model, [(ctx, [cont]) for ctx, cont in requests], pad_id_of(tokenizer),
-                          batch_size)
+                          batch_size, context_nll=False)
     return [(s.logprobs[0], s.n_tokens[0]) for s in scores]

@@ -83,7 +83,8 @@ class LoraOceanLM(LM):
             conts = [pairs[i][1] for i in members]
             keep = max(1, self.max_length + 1 - max(len(c) for c in conts))  # lm-eval's left cut
             requests.append((list(ctx)[-keep:], conts))
-        scores = score_tokens(self.model, requests, pad_id_of(self.tokenizer), self.batch_size)
+        scores = score_tokens(self.model, requests, pad_id_of(self.tokenizer), self.batch_size,
+                              context_nll=False)
         out: list[tuple[float, bool] | None] = [None] * len(pairs)
         for members, s in zip(groups.values(), scores):
             for j, i in enumerate(members):
