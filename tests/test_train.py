@@ -134,3 +134,33 @@ def test_cli_train_and_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.real_model
+def test_embedded_model_adapter_reloads_with_identical_logits(tmp_path):
+    """The same round trip on the real embedded SmolLM2-135M (chat template, 49k vocabulary)."""
+    from peft import PeftModel
+
+    model, tok = load("smollm2-135m")
+    quick = PRESETS["lite"].replace(name="quick", max_steps=2, batch_size=2, train_limit=4,
+                                    max_length=128)
+    card = train_lora("smollm2-135m", TASK, quick, out=tmp_path / "a", model=model, tokenizer=tok)
+    assert card["template"] == "chat" and card["train"]["steps"] == 2
+    ids = torch.tensor([tok("Book a table for two tonight").input_ids])
+    with torch.no_grad():
+        base_logits = model(input_ids=ids).logits
+        got = PeftModel.from_pretrained(model, tmp_path / "a").eval()(input_ids=ids).logits
+    # by hand: W x + (alpha / r) * B A x on every adapted projection, merged into a copy
+    state = load_file(tmp_path / "a" / WEIGHTS)
+    fresh, _ = load("smollm2-135m")
+    modules = dict(fresh.named_modules())
+    with torch.no_grad():
+        for key, a in state.items():
+            if ".lora_A." not in key:
+                continue
+            b = state[key.replace(".lora_A.", ".lora_B.")]
+            name = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+            modules[name].weight += (quick.alpha / quick.r) * (b @ a)
+        want = fresh(input_ids=ids).logits
+    assert not torch.allclose(base_logits, got)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
