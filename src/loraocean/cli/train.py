@@ -23,8 +23,11 @@ def train(
     from loraocean.library import get_preset, train_lora
     from loraocean.tasks import get_task
 
+    from loraocean.models import resolve
+
     p = get_preset(preset)
     get_task(task)
+    resolve(model)
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists; choose another folder or pass --overwrite")
     if limit is not None and limit < 1:

@@ -52,6 +52,14 @@ def failure_log(root: Path, model: str, task: str) -> Path:
     return Path(root) / FAILURES / f"{models.slug(model)}--{task}.log"
 
 
+def failed(root: Path, model: str, task: str, err: Exception, seconds: float = 0.0) -> PairResult:
+    """Write the pair's failure log (traceback for unexpected errors) and its `failed` result."""
+    log = failure_log(root, model, task)
+    detail = "" if isinstance(err, LoraOceanError) else "".join(traceback.format_exception(err))
+    write_text_atomic(log, f"model: {model}\ntask: {task}\nerror: {type(err).__name__}: {err}\n\n{detail}")
+    return PairResult(model, task, "failed", seconds, error=f"{type(err).__name__}: {err} (log: {log})")
+
+
 def plan(lib: Library, model_names: list[str], tasks: list[str], preset: Preset, seed: int = 0,
          limit: int | None = None, retrain_stale: bool = False) -> list[Pair]:
     """What to do with each pair (no training here; loads only the task data to hash it)."""
@@ -84,10 +92,7 @@ def run_pair(root: str, model_name: str, task: str, preset: Preset, seed: int, l
                           limit=limit, model=model, tokenizer=tokenizer, on_step=on_step,
                           overwrite=overwrite)
     except Exception as err:  # one pair's failure must not stop the build
-        detail = "".join(traceback.format_exception(err)) if not isinstance(err, LoraOceanError) else ""
-        write_text_atomic(log, f"model: {model_name}\ntask: {task}\nerror: {err}\n\n{detail}")
-        return PairResult(model_name, task, "failed", time.perf_counter() - start,
-                          error=f"{type(err).__name__}: {err} (log: {log})")
+        return failed(lib.root, model_name, task, err, time.perf_counter() - start)
     log.unlink(missing_ok=True)
     return PairResult(model_name, task, "trained", card["seconds"], card["train"]["loss_first"],
                       card["train"]["loss_last"])
@@ -116,7 +121,7 @@ def _pool_pair(args) -> PairResult:
     try:
         model, tokenizer = _cached(model_name)
     except Exception as err:
-        return PairResult(model_name, task, "failed", error=f"{type(err).__name__}: {err}")
+        return failed(Path(root), model_name, task, err)
     return run_pair(root, model_name, task, preset, seed, limit, overwrite, model, tokenizer)
 
 
@@ -131,7 +136,7 @@ def run_local(root, todo: list[Pair], preset, seed, limit, workers: int, on_resu
             try:
                 model, tokenizer = _cached(pair.model)
             except Exception as err:
-                on_result(PairResult(pair.model, pair.task, "failed", error=f"{type(err).__name__}: {err}"))
+                on_result(failed(Path(root), pair.model, pair.task, err))
                 continue
             step = (lambda s, t, loss, p=pair: on_step(p, s, t, loss)) if on_step else None
             on_result(run_pair(str(root), pair.model, pair.task, preset, seed, limit,
@@ -184,7 +189,7 @@ def run_ray(root, todo: list[Pair], preset, seed, limit, workers: int, address: 
             try:
                 on_result(ray.get(done[0]))
             except ray.exceptions.RayError as err:
-                on_result(PairResult(pair.model, pair.task, "failed", error=f"ray: {err}"))
+                on_result(failed(Path(root), pair.model, pair.task, err))
     finally:
         if started:
             ray.shutdown()

@@ -16,6 +16,7 @@ import torch
 from loraocean import models
 from loraocean.artifacts import atomic_dir, package_versions, sha256_file, write_json_atomic
 from loraocean.batching import encode
+from loraocean.errors import LoraOceanError
 from loraocean.library.presets import Preset, get_preset
 from loraocean.tasks import data_hash, get_task, load_split, template_name
 from loraocean.trainer import train
@@ -99,6 +100,8 @@ def train_lora(model_name: str, task: str, preset: "str | Preset" = "lite", out:
     `model`/`tokenizer`: an already-loaded base model (left unchanged afterwards), so a build loads
     each base model once. Returns the card. The folder appears only when complete.
     """
+    if out is not None and Path(out).exists() and not overwrite:
+        raise LoraOceanError(f"{out} already exists; choose another folder or pass overwrite")
     if model is None:
         model, tokenizer = models.load(model_name)
     model.config.loraocean_name = model_name
