@@ -175,7 +175,7 @@ def test_kill_9_mid_build_then_rerun_finishes(tmp_path):
     delay = random.Random(seed).uniform(0.0, 0.4)
     proc = subprocess.Popen(_cli_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while not list(root.glob("*/*/card.json")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(delay)
