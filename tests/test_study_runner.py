@@ -186,3 +186,14 @@ def test_ray_executor_matches_local(tmp_path):
     a = query(tmp_path / "ray")[cols].reset_index(drop=True)
     b = query(tmp_path / "local")[cols].reset_index(drop=True)
     assert a.equals(b)
+
+
+def test_one_run_per_folder(tmp_path):
+    from loraocean.errors import LoraOceanError
+    from loraocean.study.runner import run_lock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with run_lock(run_dir):
+        with pytest.raises(LoraOceanError, match="another `loraocean run` is using"):
+            run_study(load_config(write(tmp_path)), run_dir, stages=standins.STAGES, fetch=False)

@@ -16,6 +16,7 @@ once per process (`Context.base`) and every job gets its own copy to modify (`Co
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -163,22 +164,48 @@ def run_study(cfg: StudyConfig, run_dir: str | Path, *, stages: dict[str, Stage]
     stages = stages or default_stages.STAGES
     executor = executor or cfg.executor.kind
     say = console.print if console is not None else (lambda msg: None)
-    if fetch:
-        ensure_data(cfg, say)
-    jobs = expand(cfg)
-    write_study_file(cfg, run_dir, jobs)
-    start = time.perf_counter()
-    if executor == "ray":
-        from loraocean.study.ray_executor import run_with_ray
+    with run_lock(run_dir):
+        if fetch:
+            ensure_data(cfg, say)
+        jobs = expand(cfg)
+        write_study_file(cfg, run_dir, jobs)
+        clean_leftovers(run_dir)
+        start = time.perf_counter()
+        if executor == "ray":
+            from loraocean.study.ray_executor import run_with_ray
 
-        summary = run_with_ray(cfg, run_dir, jobs, stages, say)
-    elif executor == "local":
-        summary = run_local(cfg, run_dir, jobs, stages, console)
-    else:
-        raise LoraOceanError(f"unknown executor {executor!r}; use local or ray")
-    summary.seconds = time.perf_counter() - start
-    collect(run_dir)
+            summary = run_with_ray(cfg, run_dir, jobs, stages, say)
+        elif executor == "local":
+            summary = run_local(cfg, run_dir, jobs, stages, console)
+        else:
+            raise LoraOceanError(f"unknown executor {executor!r}; use local or ray")
+        summary.seconds = time.perf_counter() - start
+        collect(run_dir)
     return summary
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """One study process per run folder at a time (the OS drops the lock if the process dies)."""
+    import fcntl
+
+    with open(Path(run_dir) / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LoraOceanError(f"another `loraocean run` is using {run_dir}; wait for it to finish "
+                                 "or choose another --run-dir") from None
+        yield
+
+
+def clean_leftovers(run_dir: Path) -> None:
+    """Remove the temporary folders of jobs killed mid-write (never mistaken for finished ones)."""
+    import shutil
+
+    folder = Path(run_dir) / "jobs"
+    if folder.is_dir():
+        for tmp in list(folder.glob(".tmp-*")) + list(folder.glob(".old-*")):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def blocked_by(job: Job, bad: set[str]) -> bool:
