@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from loraocean.errors import LoraOceanError
-from loraocean.selection import ModelRef, Selection, overlap, select, select_many
+from loraocean.selection import ModelRef, Selection, overlap, select
 
 TARGET = "bb_intent_recognition"
 OTHERS = ["bb_snarks", "bb_emoji_movie", "bb_social_iqa", "bb_winowhy", "bb_ruin_names"]

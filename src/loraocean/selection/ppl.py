@@ -78,18 +78,18 @@ def prepare(encoded: list[Encoded], pad_id: int, batch_size: int = 8, share_pref
     return Prepared(encoded[0].input_ids[:p], batches, len(encoded))
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+def _forward_params(model) -> set[str]:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrapper
+    return set(inspect.signature(inner.forward).parameters)
 
 
 @torch.no_grad()
 def score(model, prepared: Prepared) -> list[tuple[float, int]]:
     """Per example (sum of answer-token negative log-likelihoods, number of answer tokens)."""
-    from loraocean.evaluation.choice import cache_kwarg
-
     device = next(model.parameters()).device
-    trim = _accepts_logits_to_keep(model)
+    params = _forward_params(model)
+    trim = "logits_to_keep" in params
+    cache_name = "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
     prefix_cache = None
     if prepared.prefix:
         ids = torch.tensor([prepared.prefix], device=device)
@@ -102,7 +102,7 @@ def score(model, prepared: Prepared) -> list[tuple[float, int]]:
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)  # the forward appends to it
             cache.reorder_cache(torch.zeros(len(b.indices), dtype=torch.long, device=device))
-            kwargs[cache_kwarg(model)] = cache
+            kwargs[cache_name] = cache
         if trim:
             kwargs["logits_to_keep"] = b.keep + 1
         logits = model(**kwargs).logits[:, -(b.keep + 1):-1].float()
