@@ -10,7 +10,7 @@ from conftest import bigbench_task
 from loraocean.library.presets import PRESETS
 from loraocean.library.train import WEIGHTS, fit_lora, write_adapter
 from loraocean.models import load, targets
-from loraocean.models.architectures import FAMILIES
+from loraocean.models.architectures import FAMILIES, matches
 
 # Same 8 examples every step at a high learning rate: the loss must fall within 8 steps.
 OVERFIT = PRESETS["smoke"].replace(name="overfit", lr=1e-2, max_steps=8, epochs=8, batch_size=8,
@@ -32,7 +32,12 @@ def test_family_trains_saves_and_reloads(family, tmp_path):
     # every target name matches at least one module, in both parts
     names = [n for n, _ in model.named_modules()]
     for target in targets(model):
-        assert any(n == target or n.endswith("." + target) for n in names), target
+        assert any(matches(n, [target]) for n in names), target
+    # attention and MLP parts are disjoint and together give every adapted module
+    attn = {n for n in names if matches(n, targets(model, "attention"))}
+    mlp = {n for n in names if matches(n, targets(model, "mlp"))}
+    assert attn and mlp and not attn & mlp
+    assert attn | mlp == {n for n in names if matches(n, targets(model))}
     peft_model, card = fit_lora(model, tok, bigbench_task("intent_recognition"), OVERFIT, seed=0)
     curve = card["train"]["loss_curve"]
     assert len(curve) == 8 and curve[-1] < curve[0] - 0.05, curve

@@ -90,3 +90,9 @@ def targets(model, part: str = "all") -> list[str]:
         if isinstance(module, torch.nn.Linear) and module is not head:
             names.add(name.rsplit(".", 1)[-1])
     return sorted(names)
+
+
+def matches(module_name: str, target_names) -> bool:
+    """Whether a module path is one of `targets()`' names, as PEFT matches them: the whole path,
+    or a suffix after a dot (a leaf name like `q_proj`, or a dotted one like `attn.c_proj`)."""
+    return any(module_name == t or module_name.endswith("." + t) for t in target_names)
