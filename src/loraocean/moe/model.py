@@ -48,7 +48,7 @@ class MoEModel(nn.Module):
         (transformers 5's name)."""
         self.attention_mask = attention_mask
         return self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                         use_cache=use_cache, **cache_kwargs(self.base, cache or past_key_values), **kwargs)
+                         use_cache=use_cache, **cache_kwargs(self.base, cache if cache is not None else past_key_values), **kwargs)
 
     def generate(self, input_ids=None, attention_mask=None, **kwargs):
         self.attention_mask = None

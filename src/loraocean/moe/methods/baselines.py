@@ -61,6 +61,9 @@ def pick_best(base, tokenizer, experts, cfg: SingleConfig, ctx):
     if not experts:
         raise ConfigError("single needs library LoRAs as experts (give --experts)")
     dev = ctx.dev[: cfg.dev_limit]
+    if not dev:  # a task without a dev split: rank on training examples (recorded in the card)
+        dev = ctx.train[: cfg.dev_limit]
+        ctx.notes["ranked_on"] = "train"
     scores = []
     for expert in experts:
         model = fixed(base, [expert], [1.0], "single", cfg)

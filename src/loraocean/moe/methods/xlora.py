@@ -14,6 +14,7 @@ every token. `XLoRAModel.generate` is our greedy loop with the two caches.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -107,13 +108,24 @@ class XLoRAModel(MoEModel):
         logits = logits.reshape(n_batch, n_tok, n_layers, n_experts)
         return (logits / cfg.temperature).softmax(-1) if cfg.enable_softmax else logits
 
+    def _scaling_pass(self, input_ids, attention_mask, cache, use_cache, kwargs) -> torch.Tensor:
+        """Last hidden states (after the final norm, as HF's hidden_states[-1]); through the
+        decoder alone when the model has one, so the output head is not computed for nothing."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "logits_to_keep"}
+        decoder = self.base.get_decoder() if hasattr(self.base, "get_decoder") else None
+        if decoder is not None and decoder is not self.base:
+            return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
+                           **cache_kwargs(decoder, cache), **kwargs).last_hidden_state
+        return self.base(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
+                         output_hidden_states=True, **cache_kwargs(self.base, cache), **kwargs).hidden_states[-1]
+
     def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
                 use_cache=False, cache=None, **kwargs):
         from transformers import DynamicCache
 
         self.attention_mask = attention_mask
         n_batch, n_tok = input_ids.shape
-        past = cache or past_key_values
+        past = cache if cache is not None else past_key_values
         first, second = (None, None) if past is None else (past.scaling, past.main)
         if use_cache and first is None:
             first, second = DynamicCache(config=self.base.config), DynamicCache(config=self.base.config)
@@ -123,9 +135,7 @@ class XLoRAModel(MoEModel):
         try:
             self._set_gates(dummy)
             with torch.no_grad():
-                hidden = self.base(input_ids=input_ids, attention_mask=attention_mask,
-                                   use_cache=use_cache, output_hidden_states=True,
-                                   **cache_kwargs(self.base, first), **kwargs).hidden_states[-1]
+                hidden = self._scaling_pass(input_ids, attention_mask, first, use_cache, kwargs)
             scalings = self.scalings(hidden)
             self._set_gates(scalings)
             out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
@@ -152,11 +162,13 @@ class XLoRAModel(MoEModel):
         mask = torch.ones_like(ids) if attention_mask is None else attention_mask
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         cache, step = None, ids
+        only_last = ({"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.base.forward).parameters
+                     else {})
         for _ in range(max_new_tokens):
             positions = (mask.cumsum(-1) - 1).clamp_min(0)
             if use_cache:
                 out = self(input_ids=step, attention_mask=mask, cache=cache, use_cache=True,
-                           position_ids=positions[:, -step.shape[1]:])
+                           position_ids=positions[:, -step.shape[1]:], **only_last)
                 cache = out.cache
             else:
                 out = self(input_ids=ids, attention_mask=mask, position_ids=positions)
