@@ -46,9 +46,11 @@ def test_choice_scores_equal_hand_computation_in_both_conventions(tiny_llama):
             assert whole[:len(ctx)] == ctx
             logp = _full_logits(model, whole).log_softmax(-1)
             lls.append(sum(logp[j - 1, whole[j]].item() for j in range(len(ctx), len(whole))))
-            # OpenCompass: HF's own mean shifted cross-entropy of the whole filled prompt.
+            # OpenCompass: HF's own mean shifted cross-entropy of the whole filled prompt (over its
+            # n - 1 predicted tokens), rescaled to OpenCompass's divisor n (every token counted).
             with torch.no_grad():
-                ces.append(model(input_ids=torch.tensor([whole]), labels=torch.tensor([whole])).loss.item())
+                loss = model(input_ids=torch.tensor([whole]), labels=torch.tensor([whole])).loss.item()
+            ces.append(loss * (len(whole) - 1) / len(whole))
         assert rec["logprobs"] == pytest.approx(lls, abs=2e-4)
         assert rec["whole_ce"] == pytest.approx(ces, abs=2e-5)
         norm = [ll / len(c) for ll, c in zip(lls, ex.choices)]
@@ -89,8 +91,9 @@ def test_acc_norm_divides_by_choice_characters_like_lm_eval():
     picks = predict(s, ["ab", "abcdef", "x"])
     assert picks["lm-eval acc"] == 0                      # -4 is the highest sum
     assert picks["lm-eval acc_norm"] == 1                 # -4/2=-2, -6/6=-1, -9/1=-9
-    # OpenCompass whole CE: (10+4)/5=2.8, (10+6)/7=2.29, (10+9)/5=3.8 -> 1; masked: 4, 2, 9 -> 1
-    assert s.whole_ce(0) == pytest.approx(14 / 5) and s.whole_ce(1) == pytest.approx(16 / 7)
+    # OpenCompass whole CE (divided by all n tokens): (10+4)/6, (10+6)/8, (10+9)/6 -> 1;
+    # masked (choice tokens only): 4/1, 6/3, 9/1 -> 1
+    assert s.whole_ce(0) == pytest.approx(14 / 6) and s.whole_ce(1) == pytest.approx(16 / 8)
     assert picks["opencompass ppl"] == 1 and picks["opencompass ppl_masked"] == 1
     tie = ChoiceScores(logprobs=[-2.0, -2.0], n_tokens=[1, 1], greedy=[True, False], context_nll=0, n_context=1)
     assert predict(tie, ["a", "b"])["lm-eval acc"] == 0  # ties go to the first, as np.argmax

@@ -34,9 +34,10 @@ class ChoiceScores:
     n_context: int           # context tokens
 
     def whole_ce(self, i: int) -> float:
-        """OpenCompass PPL: mean token cross-entropy of the whole filled prompt (context + choice i);
-        the first token has no prediction, so n_context + n_tokens - 1 tokens are averaged."""
-        return (self.context_nll - self.logprobs[i]) / max(1, self.n_context + self.n_tokens[i] - 1)
+        """OpenCompass PPL: cross-entropy of the whole filled prompt (context + choice i) divided
+        by its number of tokens. As OpenCompass's HuggingFace models do, the divisor counts every
+        token of the sequence, although the first one has no prediction."""
+        return (self.context_nll - self.logprobs[i]) / (self.n_context + self.n_tokens[i])
 
     def choice_ce(self, i: int) -> float:
         """OpenCompass PPL with the context masked: mean cross-entropy of the choice tokens only."""
@@ -201,7 +202,7 @@ def predict(scores: ChoiceScores, choices: list[str]) -> dict[str, int]:
     - `lm-eval acc`: highest summed log-probability of the choice.
     - `lm-eval acc_norm`: highest summed log-probability divided by the choice's length in
       characters (the choice text as the task lists it, without the separator), as lm-eval does.
-    - `opencompass ppl`: lowest mean token cross-entropy of the whole filled prompt.
+    - `opencompass ppl`: lowest cross-entropy per token of the whole filled prompt (`whole_ce`).
     - `opencompass ppl_masked`: lowest mean cross-entropy of the choice tokens (context masked).
     """
     k = len(choices)
