@@ -111,6 +111,13 @@ def test_import_checks_fit_and_export_writes_model_card(small_lib, tmp_path, tin
     assert "base_model: tiny-llama" in readme and "PeftModel.from_pretrained" in readme
     assert f"| r | {SMOKE.r} |" in readme
     assert sha256_file(out / WEIGHTS) == sha256_file(src / WEIGHTS)
+    # an exported folder (PEFT files + card) adds to another library as is
+    other = Library(tmp_path / "lib2")
+    other.add(out)
+    assert other.get("tiny-llama", TASKS[0]).card == small_lib.get("tiny-llama", TASKS[0]).card
+    assert other.verify().clean
+    with pytest.raises(LoraOceanError, match="already exists"):
+        other.add(out)
 
 
 def test_import_refuses_shape_mismatch(tmp_path, tiny_llama):
