@@ -67,7 +67,7 @@ def fit_lora(model, tokenizer, task: str, preset: "str | Preset" = "lite", seed:
         log = train(peft_model, encoded, preset.train_config(seed), tokenizer.pad_token_id,
                     on_step=on_step)
     except BaseException:
-        peft_model.unload()
+        peft_model.unload().eval()  # the caller's base model, unchanged, back in eval mode
         raise
     summary = log.summary()
     card = {
