@@ -43,7 +43,7 @@ def test_quick_ci_study_results_table(ci_run):
     # the evaluation set: the target's test split capped to max_eval, the same for every row
     from loraocean.tasks import load_split
 
-    examples = load_split("bb_intent_recognition", "test", limit=cfg.caps.max_eval, seed=0)
+    examples = load_split("bb_sports_understanding", "test", limit=cfg.caps.max_eval, seed=0)
     majority = Counter(ex.target for ex in examples).most_common(1)[0][1] / len(examples)
     assert set(df["n"]) == {len(examples)}
     assert df["majority_rate"].tolist() == pytest.approx([majority] * len(df))
@@ -57,7 +57,7 @@ def test_quick_ci_study_results_table(ci_run):
         assert r.ci_low <= r.value <= r.ci_high
     # provenance: experts from the selection (manual follows the shipped relevance map), versions
     manual = df[(df.selection == "manual") & (df.method == "loramoe")].iloc[0]
-    assert json.loads(manual.experts) == ["bb_implicatures", "bb_disambiguation_qa"]
+    assert json.loads(manual.experts) == ["bb_anachronisms", "bb_strategyqa"]
     assert json.loads(manual.versions)["peft"] and manual.config_hash
     assert all(Path(a).is_dir() for a in json.loads(manual.adapters))
 
@@ -73,13 +73,22 @@ def test_quick_ci_study_report_and_cli(ci_run):
         assert section[3:].split(" (")[0] in html
     for method in ("loramoe", "rocket", "xlora"):
         assert (run_dir / "figures" / f"routing-{method}.png").stat().st_size > 1000
-    proc = subprocess.run([EXE, "results", str(run_dir), "--where", "method=loramoe", "--where",
-                           "convention=lm-eval"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "2 results" in proc.stdout and "loramoe" in proc.stdout and "rocket" not in proc.stdout
-    bad = subprocess.run([EXE, "results", str(run_dir), "--where", "colour=red"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "unknown column 'colour'" in bad.stderr
+    from typer.testing import CliRunner
+
+    from loraocean.cli import app
+    from loraocean.cli.study import register
+    from loraocean.errors import ConfigError
+    from loraocean.study import run_study
+    from loraocean.study.store import parse_where
+
+    if "results" not in {c.name for c in app.registered_commands}:
+        register(app)
+    res = CliRunner().invoke(app, ["results", str(run_dir), "--where", "method=loramoe", "--where",
+                                   "convention=lm-eval"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "2 results" in res.output and "loramoe" in res.output and "rocket" not in res.output
+    with pytest.raises(ConfigError, match="unknown column 'colour'"):
+        parse_where(["colour=red"])
     # a warm rerun runs nothing
-    again = subprocess.run([EXE, "run", "ci", "--quick", "--run-dir", str(run_dir), "--no-report"],
-                           capture_output=True, text=True, cwd=ROOT)
-    assert again.returncode == 0 and " 0 ran, " in again.stdout.replace("\n", " ")
+    again = run_study(load_config(ROOT / "studies" / "ci.yaml", quick=True), run_dir)
+    assert again.ran == 0 and not again.failed
