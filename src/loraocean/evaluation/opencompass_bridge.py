@@ -80,3 +80,67 @@ class LoraOceanModel(_Base):
 
 if MODELS is not None:
     MODELS.register_module(name="LoraOceanModel", module=LoraOceanModel, force=True)
+
+
+CONFIG = '''# OpenCompass config written by loraocean.evaluation.opencompass_bridge.write_opencompass_task.
+# Run in the OpenCompass environment:  opencompass THIS_FILE -w OUTPUT_DIR
+from opencompass.datasets import JsonlDataset  # noqa: E402  (plain JSONL rows)
+from opencompass.openicl.icl_evaluator import AccEvaluator
+from opencompass.openicl.icl_inferencer import PPLInferencer
+from opencompass.openicl.icl_prompt_template import PromptTemplate
+from opencompass.openicl.icl_retriever import ZeroRetriever
+
+from loraocean.evaluation.opencompass_bridge import LoraOceanModel
+
+# One template per label: our rendered prompt, the separator, the choice text.
+_templates = {TEMPLATES}
+
+datasets = [dict(
+    abbr={NAME!r}, type=JsonlDataset, path={DATA!r},
+    reader_cfg=dict(input_columns=["prompt", {COLUMNS}], output_column="label"),
+    infer_cfg=dict(prompt_template=dict(type=PromptTemplate, template=_templates),
+                   retriever=dict(type=ZeroRetriever), inferencer=dict(type=PPLInferencer)),
+    eval_cfg=dict(evaluator=dict(type=AccEvaluator)),
+)]
+
+models = [dict(
+    abbr={MODEL_ABBR!r}, type=LoraOceanModel, path={MODEL!r}, adapter={ADAPTER!r},
+    max_seq_len=2048, batch_size=8, run_cfg=dict(num_gpus=0),
+)]
+'''
+
+
+def write_opencompass_task(spec, examples, tokenizer, out_dir, model_name: str = "smollm2-135m",
+                           adapter: str | None = None, template: str = "auto"):
+    """Write `<task>.jsonl` and `<task>_opencompass.py` (an OpenCompass PPL config over it with our
+    `LoraOceanModel`) into `out_dir`; returns (jsonl path, config path). Choice tasks with the
+    same number of choices in every example only (OpenCompass's PPL templates are per label)."""
+    import json
+    from pathlib import Path
+
+    from loraocean.artifacts import write_text_atomic
+    from loraocean.errors import ConfigError
+    from loraocean.tasks.prompts import render
+
+    counts = {len(ex.choices or []) for ex in examples}
+    if spec.mode != "choice" or len(counts) != 1:
+        raise ConfigError(f"task {spec.name!r}: the OpenCompass export needs a choice task whose "
+                          "examples all have the same number of choices")
+    k = counts.pop()
+    out_dir = Path(out_dir)
+    rows, sep = [], " "
+    for ex in examples:
+        r = render(ex, tokenizer, template)
+        sep = r.choices[0][:len(r.choices[0]) - len(ex.choices[0])]
+        rows.append({"prompt": r.prompt, **{f"c{i}": c for i, c in enumerate(ex.choices)},
+                     "label": str(ex.label)})
+    data = write_text_atomic(out_dir / f"{spec.name}.jsonl",
+                             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    templates = {str(i): "{prompt}" + sep + "{c%d}" % i for i in range(k)}
+    text = (CONFIG.replace("{TEMPLATES}", repr(templates)).replace("{NAME!r}", repr(spec.name))
+            .replace("{DATA!r}", repr(str(data.resolve())))
+            .replace("{COLUMNS}", ", ".join(repr(f"c{i}") for i in range(k)))
+            .replace("{MODEL_ABBR!r}", repr(model_name + ("+adapter" if adapter else "")))
+            .replace("{MODEL!r}", repr(model_name)).replace("{ADAPTER!r}", repr(adapter)))
+    config = write_text_atomic(out_dir / f"{spec.name}_opencompass.py", text)
+    return data, config
