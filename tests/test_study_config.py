@@ -129,3 +129,11 @@ def test_cli_dry_run_lists_jobs_and_cost(tmp_path):
     assert f"{n} jobs, 0 cached, {n} to run" in out
     assert "lora: 4 jobs, 0 cached" in out and "fit: 4 jobs" in out and "eval: 5 jobs" in out
     assert not (tmp_path / "run" / "jobs").exists()  # a dry run writes nothing
+
+
+def test_model_override_replaces_the_study_models():
+    cfg = load_config(find_study("lite"), quick=True, overrides={"models": ["tiny-llama"]})
+    assert cfg.models == ["tiny-llama"]
+    assert {j.inputs["model"] for j in expand(cfg)} == {"tiny-llama"}
+    with pytest.raises(ConfigError, match="models\\[0\\]"):
+        load_config(find_study("lite"), overrides={"models": ["no/such model"]})
