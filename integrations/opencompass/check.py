@@ -69,7 +69,7 @@ def main() -> None:
     data, config = write_opencompass_task(spec, examples, tok, args.work, model_name="tiny-llama",
                                           adapter=str(adapter))
     start = time.perf_counter()
-    run = subprocess.run(["opencompass", str(config), "-w", str(args.work / "outputs"), "--debug"],
+    run = subprocess.run([str(Path(sys.executable).parent / "opencompass"), str(config), "-w", str(args.work / "outputs"), "--debug"],
                          capture_output=True, text=True)
     oc_seconds = time.perf_counter() - start
     if run.returncode != 0:
@@ -82,18 +82,23 @@ def main() -> None:
     ours = evaluate(model, tok, spec, examples, convention="opencompass")
     our_labels = [p["predictions"]["opencompass ppl"] for p in ours.predictions]
     same = sum(a == b for a, b in zip(oc_labels, our_labels))
+    # OpenCompass records each label's PPL per example: compare with our whole-prompt CE.
+    ppl_diff = max(abs(float(oc_preds[str(i)][f"label: {k}"]["PPL"]) - ce)
+                   for i, p in enumerate(ours.predictions) for k, ce in enumerate(p["whole_ce"]))
     oc_acc = sum(p == ex.label for p, ex in zip(oc_labels, examples)) / len(examples)
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "task": spec.name, "n": len(examples), "model": "tiny-llama + random LoRA (r=4, q/v)",
         "identical_predictions": f"{same}/{len(examples)}",
+        "max_ppl_difference": ppl_diff,
+        "prediction_counts": {str(k): oc_labels.count(k) for k in sorted(set(oc_labels))},
         "opencompass_acc": oc_acc, "loraocean_opencompass_ppl_acc": ours.value,
         "opencompass_run_seconds": round(oc_seconds, 1),
         "versions": {name: _version(name) for name in ("opencompass", "torch", "transformers", "peft", "numpy")},
     }
     (HERE / "last_result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    if same != len(examples):
+    if same != len(examples) or ppl_diff > 1e-3:
         sys.exit(1)
 
 

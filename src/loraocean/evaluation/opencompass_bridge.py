@@ -22,6 +22,8 @@ try:  # OpenCompass's own environment
 except ImportError:  # the main environment: a plain class
     _Base, MODELS = object, None
 
+import numpy as np
+
 from loraocean.evaluation.choice import pad_id_of, score_tokens
 from loraocean.evaluation.generate import generate_texts
 
@@ -55,7 +57,8 @@ class LoraOceanModel(_Base):
     def get_token_len(self, prompt: str) -> int:
         return len(self._ids(prompt))
 
-    def get_ppl(self, inputs: list[str], mask_length: list[int] | None = None) -> list[float]:
+    def get_ppl(self, inputs: list[str], mask_length: list[int] | None = None):
+        """Per input its cross-entropy per token (a numpy array, as OpenCompass's inferencer expects)."""
         # Reuses the choice scorer: the first token (or the masked prefix) is the "context" and the
         # rest the "continuation" whose summed log-probability is minus its cross-entropy.
         requests, divisors, scored = [], [], []
@@ -71,7 +74,7 @@ class LoraOceanModel(_Base):
         out = [0.0] * len(inputs)
         for i, s, d in zip(scored, scores, divisors):
             out[i] = -s.logprobs[0] / d
-        return out
+        return np.array(out)
 
     def generate(self, inputs: list[str], max_out_len: int, stopping_criteria=(), **kwargs) -> list[str]:
         return generate_texts(self.model, self.tokenizer, list(inputs), max_out_len,
