@@ -141,3 +141,17 @@ def test_load_checkpoint_refuses_another_base_model(adapters, data, tmp_path):
     other.config.loraocean_name = "smollm2-135m"
     with pytest.raises(AdapterMismatchError, match="fitted on 'tiny-llama'"):
         load_checkpoint(tmp_path / "u", other)
+
+
+@pytest.mark.real_model
+def test_loramoe_training_lowers_loss_on_embedded_model():
+    base, tok = load("smollm2-135m")
+    examples = load_split(TASK, "train", limit=4)
+    encoded = [encode(ex, tok, max_length=48) for ex in examples]
+    method = get_method("loramoe")
+    cfg = method.make_config({"n_experts": 4})
+    moe = method.build(base, [], cfg)
+    before = mean_loss(moe, encoded, tok.pad_token_id)
+    train(moe, encoded, TrainConfig(lr=1e-3, epochs=2, max_steps=2, batch_size=4, warmup_ratio=0),
+          tok.pad_token_id, aux_loss=lambda: method.aux_loss(moe, cfg))
+    assert mean_loss(moe, encoded, tok.pad_token_id) < before - 1e-2
