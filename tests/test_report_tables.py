@@ -123,7 +123,8 @@ def test_report_of_a_run(tmp_path):
     found = [f for f in findings(df, preds, "lm-eval") if (f.a, f.b) == ("loramoe", "xlora")][0]
     assert (found.result.a_only, found.result.b_only) == (expected.a_only, expected.b_only)
     assert found.result.p_value == pytest.approx(expected.p_value)
-    assert f"**loramoe beat xlora** on this run: {100 * expected.diff:+.1f} points" in text
+    assert (f"**loramoe beat xlora** on this run: loramoe {100 * expected.acc_a:.1f}% vs xlora "
+            f"{100 * expected.acc_b:.1f}%, majority-label rate 25.0%; {100 * expected.diff:+.1f} points") in text
     assert "manual vs random" not in text  # measured: random is a fitted strategy here
     # figures exist and are referenced
     figures = sorted(p.name for p in (run_dir / "figures").glob("*.png"))

@@ -27,13 +27,16 @@ class Finding:
     factor: str          # "method" or "selection"
     result: Paired | None
     contexts: int        # matched evaluation pairs pooled
+    majority: float | None = None  # majority-label rate of the paired examples (weighted by pairs)
 
     def sentence(self) -> str:
         if self.result is None:
             return (f"{self.a} vs {self.b}: not measured on this run (no evaluations of both on the "
                     "same examples).")
         r = self.result
-        nums = (f"{_pp(r.diff)} points (95% CI {_pp(r.ci_low)} to {_pp(r.ci_high)}; McNemar exact "
+        maj = f", majority-label rate {100 * self.majority:.1f}%" if self.majority is not None else ""
+        accs = f"{self.a} {100 * r.acc_a:.1f}% vs {self.b} {100 * r.acc_b:.1f}%{maj}; "
+        nums = (f"{accs}{_pp(r.diff)} points (95% CI {_pp(r.ci_low)} to {_pp(r.ci_high)}; McNemar exact "
                 f"p = {r.p_value:.3g}; {r.n} paired answers from {self.contexts} matched evaluation"
                 f"{'s' if self.contexts != 1 else ''}; {r.a_only} won by {self.a} only, {r.b_only} by "
                 f"{self.b} only)")
@@ -54,7 +57,7 @@ def pairs(df, preds, factor: str, a: str, b: str, match_also: str | None):
     side_a = df[df[factor] == a]
     side_b = df[df[factor] == b]
     joined = side_a.merge(side_b, on=keys, suffixes=("_a", "_b"))
-    va, vb, ex = [], [], []
+    va, vb, ex, maj = [], [], [], []
     contexts = 0
     by_eval = {k: g.set_index("example_id")["correct"] for k, g in preds.groupby(["eval_key", "convention"])}
     for _, row in joined.iterrows():
@@ -66,10 +69,13 @@ def pairs(df, preds, factor: str, a: str, b: str, match_also: str | None):
         if not len(common):
             continue
         contexts += 1
+        if row["majority_rate_a"] is not None and row["majority_rate_a"] == row["majority_rate_a"]:
+            maj += [float(row["majority_rate_a"])] * len(common)
         va += list(pa[common])
         vb += list(pb[common])
         ex += [f"{row['model']}|{row['target']}|{i}" for i in common]
-    return np.array(va, dtype=int), np.array(vb, dtype=int), ex, contexts
+    majority = float(np.mean(maj)) if len(maj) == len(va) and maj else None
+    return np.array(va, dtype=int), np.array(vb, dtype=int), ex, contexts, majority
 
 
 def compare_pooled(a, b, examples, seed: int = 0) -> Paired:
@@ -89,14 +95,14 @@ def compare_pooled(a, b, examples, seed: int = 0) -> Paired:
 
 def finding(df, preds, factor: str, a: str, b: str) -> Finding:
     match_also = "selection" if factor == "method" else "method"
-    va, vb, ex, contexts = pairs(df, preds, factor, a, b, match_also)
+    va, vb, ex, contexts, majority = pairs(df, preds, factor, a, b, match_also)
     if not len(va):
         return Finding(a, b, factor, None, 0)
     if len(set(ex)) == len(ex):
         result = compare(va, vb)
     else:
         result = compare_pooled(va, vb, ex)
-    return Finding(a, b, factor, result, contexts)
+    return Finding(a, b, factor, result, contexts, majority)
 
 
 QUESTIONS = [("method", "loramoe", "rocket"), ("method", "loramoe", "xlora"),
