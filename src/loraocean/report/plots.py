@@ -101,15 +101,18 @@ def routing_matrix(stats) -> tuple[list[str], list[str], np.ndarray] | None:
 
 def routing_heatmap(method: str, layers: list[str], experts: list[str], matrix: np.ndarray,
                     title: str, path: Path) -> Path:
+    import textwrap
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(experts), 1.5 + 0.16 * len(layers)))
+    short = [l.replace("base_model.", "").replace("model.", "").replace("layers.", "L") for l in layers]
+    fig, ax = plt.subplots(figsize=(max(5.0, 3.0 + 0.6 * len(experts)), 2.2 + 0.16 * len(layers)))
     im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0)
     ax.set_xticks(range(len(experts)), experts, rotation=45, ha="right", fontsize=7)
-    step = max(1, len(layers) // 20)
-    ax.set_yticks(range(0, len(layers), step), [layers[i] for i in range(0, len(layers), step)], fontsize=6)
+    step = max(1, len(layers) // 24)
+    ax.set_yticks(range(0, len(layers), step), [short[i] for i in range(0, len(layers), step)], fontsize=6)
     ax.set_xlabel("expert")
     ax.set_ylabel("layer")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=8)
     fig.colorbar(im, ax=ax, label="mean gate")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
