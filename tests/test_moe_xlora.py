@@ -88,3 +88,26 @@ def test_only_the_classifier_trains(adapters):
     assert not model.training  # follows the base model (eval after loading)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("classifier.") for n in trainable)
+
+
+def test_choice_scoring_with_both_caches_equals_uncached(adapters):
+    """The evaluation's cached choice scoring (context once, cache rows repeated per choice)
+    works on X-LoRA's pair of caches: same log-likelihoods as one uncached forward per choice."""
+    from loraocean.batching import split_encode
+    from loraocean.evaluation import evaluate
+    from loraocean.tasks import get_task, load_split, render
+
+    model = ours(adapters, depth=2, hidden=16)
+    _, tok = load("tiny-llama")
+    spec = get_task("bb_snarks")
+    examples = load_split(spec, "dev", limit=3)
+    result = evaluate(model, tok, spec, examples, batch_size=4)
+    for ex, pred in zip(examples, result.predictions):
+        rendered = render(ex, tok)
+        want = []
+        for choice in rendered.choices:
+            ctx, cont = split_encode(tok, rendered.prompt, choice)
+            with torch.no_grad():
+                logp = model(input_ids=torch.tensor([ctx + cont])).logits.log_softmax(-1)[0]
+            want.append(sum(logp[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont)))
+        assert pred["logprobs"] == pytest.approx(want, abs=1e-4)
