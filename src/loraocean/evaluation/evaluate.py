@@ -139,14 +139,14 @@ def gold_answers(ex: Example, extraction: str) -> list[str]:
 
 
 def _generate(model, tokenizer, spec, examples, headline, batch_size, template, progress):
-    if headline == "pass@1":
-        raise ConfigError(f"task {spec.name!r}: pass@1 needs a sandboxed code executor from the tasks "
-                          "room, which is not available yet")
-    if headline not in ("exact_match", "acc", "f1"):
-        raise ConfigError(f"unknown metric {headline!r} for a generate task; use exact_match, acc or f1")
+    if headline not in ("exact_match", "acc", "f1", "pass@1"):
+        raise ConfigError(f"unknown metric {headline!r} for a generate task; use exact_match, acc, "
+                          "f1 or pass@1")
     prompts = [render(ex, tokenizer, template).prompt for ex in examples]
     outputs = generate_texts(model, tokenizer, prompts, spec.max_new_tokens, spec.stop, batch_size,
                              progress)
+    if headline == "pass@1":
+        return _pass_at_1(examples, outputs)
     per_metric = {"exact_match": [], "f1": []}
     records = []
     for ex, text in zip(examples, outputs):
@@ -159,6 +159,20 @@ def _generate(model, tokenizer, spec, examples, headline, batch_size, template, 
                         "correct": bool(em), "f1": f1})
     per_metric["acc"] = per_metric["exact_match"]
     return per_metric, records
+
+
+def _pass_at_1(examples, outputs):
+    """Run each generated program against its task's tests in the tasks room's sandbox
+    (subprocess with time, memory and process limits, no network, temp dir)."""
+    from loraocean.tasks import code
+
+    jobs = [(code.program_for(ex, text), ex.metadata["tests"], ex.metadata.get("entry_point"))
+            for ex, text in zip(examples, outputs)]
+    results = code.run_many(jobs)
+    records = [{"id": ex.id, "output": text, "prediction": code.code_block(text),
+                "correct": r.passed, "status": r.status, "detail": r.detail}
+               for ex, text, r in zip(examples, outputs, results)]
+    return {"pass@1": [float(r.passed) for r in results]}, records
 
 
 def target_logprobs(model, tokenizer, examples: list[Example], batch_size: int = 16,
