@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 import importlib
 
+import pytest
+
+from loraocean.tasks import get_task, load_split
+
+# The module, not the function of the same name that loraocean.evaluation re-exports.
 evaluate_module = importlib.import_module("loraocean.evaluation.evaluate")
-from loraocean.tasks import get_task, load_split  # noqa: E402
 
 
 def test_pass_at_1_runs_generated_code_in_the_sandbox(monkeypatch, tiny_llama):
