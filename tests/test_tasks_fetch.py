@@ -79,3 +79,36 @@ def test_fetch_from_an_sdist_archive_then_use_tasks_by_name(tmp_path, monkeypatc
     assert cli("data", "fetch", "bigbench", "--archive", broken, "--force") == 2
     assert "not a readable .tar.gz" in capsys.readouterr().err
     assert (root / "intent_recognition" / "task.json").is_file()
+
+
+def simple_index(tmp_path, archive, sha: str) -> str:
+    """A PEP 503 package index on disk whose bigbench page links `archive` with `sha`."""
+    page = tmp_path / "index" / "bigbench"
+    page.mkdir(parents=True)
+    (page / "index.html").write_text(
+        f'<html><body><a href="../../other-0.1.tar.gz">other</a>\n'
+        f'<a href="{archive.as_uri()}#sha256={sha}">bigbench-1.0.0.tar.gz</a></body></html>')
+    return (tmp_path / "index").as_uri()
+
+
+def test_fetch_downloads_from_the_index_and_checks_the_hash(tmp_path, monkeypatch):
+    import hashlib
+
+    from loraocean.errors import LoraOceanError
+    from loraocean.tasks import fetch
+
+    monkeypatch.setenv("LORAOCEAN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LORAOCEAN_BIGBENCH", raising=False)
+    archive = tmp_path / "bigbench-1.0.0.tar.gz"
+    make_sdist(archive)
+    good = hashlib.sha256(archive.read_bytes()).hexdigest()
+
+    monkeypatch.setenv("PIP_INDEX_URL", simple_index(tmp_path / "bad", archive, "0" * 64))
+    with pytest.raises(LoraOceanError, match="differs from the published"):
+        fetch.fetch_bigbench()
+    assert not (tmp_path / "home" / "data" / "bigbench" / "FETCHED.json").exists()
+
+    monkeypatch.setenv("PIP_INDEX_URL", simple_index(tmp_path / "good", archive, good))
+    root = fetch.fetch_bigbench()
+    assert json.loads((root / "FETCHED.json").read_text())["task_files"] == 3
+    assert len(load_split("bb_intent_recognition", "train")) > 0
