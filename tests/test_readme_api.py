@@ -31,7 +31,7 @@ def test_readme_python_api_runs(tmp_path, monkeypatch, capsys):
 
     lib = Library(tmp_path / "lib")
     assert sorted(e.task for e in lib.list()) == sorted([namespace["TARGET"]] + namespace["POOL"])
-    assert lib.verify().ok
+    assert lib.verify().clean
     chosen = namespace["selection"].chosen
     assert len(chosen) == 2 and namespace["TARGET"] not in chosen
     assert set(chosen) <= set(namespace["POOL"])

@@ -89,6 +89,12 @@ def test_quick_ci_study_report_and_cli(ci_run):
     assert "2 results" in res.output and "loramoe" in res.output and "rocket" not in res.output
     with pytest.raises(ConfigError, match="unknown column 'colour'"):
         parse_where(["colour=red"])
+    # the study's LoRA library is a clean library (manifest in step with the cards)
+    from loraocean.library import Library
+
+    roots = sorted((run_dir / "library").iterdir())
+    assert roots and all(Library(root).verify().clean for root in roots)
+    assert all(Library(root).list() for root in roots)
     # a warm rerun runs nothing
     again = run_study(load_config(ROOT / "studies" / "ci.yaml", quick=True), run_dir)
     assert again.ran == 0 and not again.failed

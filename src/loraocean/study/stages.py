@@ -37,13 +37,15 @@ def lora(job: Job, ctx, out: Path) -> dict:
 
     i = job.inputs
     preset = get_preset(ctx.cfg.library.preset)
-    if i["max_steps"] is not None:
-        preset = preset.replace(max_steps=i["max_steps"])
+    if i["max_steps"] is not None and i["max_steps"] != preset.max_steps:
+        # A derived preset gets its own name: its cards must not read as a stale `lite` adapter.
+        preset = preset.replace(name=f"{preset.name}@steps={i['max_steps']}", max_steps=i["max_steps"])
     lib = Library(ctx.library_root(i["model"]))
     dest = lib.path(i["model"], i["task"])
     model, tokenizer = ctx.fresh(i["model"])
     card = train_lora(i["model"], i["task"], preset, out=dest, seed=i["seed"], limit=i["max_train"],
                       model=model, tokenizer=tokenizer, on_step=_progress(ctx, "train"), overwrite=True)
+    lib.rebuild_manifest()  # so `loraocean library verify` sees the study's library as clean
     # relative to the job folder (same depth as `out`), so a moved run folder still resolves
     return {"adapter": os.path.relpath(dest, out), "data_hash": card["data_hash"], "n_train": card["n_train"],
             "train": {k: v for k, v in card["train"].items() if k != "loss_curve"},
