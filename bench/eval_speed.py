@@ -16,22 +16,9 @@ pass for HFLM.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
-from pathlib import Path
 
-SHARED_BIGBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bigbench"
-
-
-class Clock:
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
+from _common import Clock, use_shared_bigbench
 
 
 def hflm_predictions(hflm, examples, tokenizer):
@@ -62,8 +49,7 @@ def main() -> None:
     parser.add_argument("--adapter", default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-    if SHARED_BIGBENCH.is_dir():
-        os.environ.setdefault("LORAOCEAN_BIGBENCH", str(SHARED_BIGBENCH))
+    use_shared_bigbench()
 
     import torch
     from lm_eval.models.huggingface import HFLM

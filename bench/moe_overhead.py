@@ -26,7 +26,7 @@ from torch import nn
 from loraocean import models
 from loraocean.batching import pad_batch, Encoded
 from loraocean.moe import get_method, load_adapter
-from loraocean.moe.layer import FixedGates, MoELinear
+from loraocean.moe.layer import MoELinear
 
 
 class Time(float):

@@ -20,25 +20,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-SHARED_BIGBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bigbench"
-
-
-class Clock:
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
+from _common import Clock, use_shared_bigbench
 
 
 def build_loras(model, root: Path, n: int) -> list:
@@ -102,8 +90,7 @@ def main() -> None:
                         help="torch threads (default 1: steadier ratios on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if SHARED_BIGBENCH.is_dir():
-        os.environ.setdefault("LORAOCEAN_BIGBENCH", str(SHARED_BIGBENCH))
+    use_shared_bigbench()
 
     from loraocean.batching import encode
     from loraocean.models import load
