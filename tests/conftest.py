@@ -33,3 +33,18 @@ def tiny_llama():
     from loraocean.models import load
 
     return load("tiny-llama")
+
+
+SMOKE_TASKS = ["bb_sports_understanding", "bb_implicatures"]
+
+
+@pytest.fixture(scope="session")
+def smoke_library(tmp_path_factory):
+    """A library of tiny-llama LoRAs (smoke preset) for SMOKE_TASKS, built once per test session."""
+    from loraocean.library import Library
+    from loraocean.library.train import train_lora
+
+    root = tmp_path_factory.mktemp("smoke-library")
+    for task in SMOKE_TASKS:
+        train_lora("tiny-llama", task, preset="smoke", out=Library(root).path("tiny-llama", task))
+    return root

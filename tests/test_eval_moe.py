@@ -8,26 +8,18 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SMOKE_TASKS
 from loraocean.evaluation import attach, generate_texts, score_tokens
-from loraocean.library import Library
-from loraocean.library.train import train_lora
 from loraocean.models import load
 from loraocean.moe.fit import fit
 
-TASKS = ["bb_sports_understanding", "bb_implicatures"]
+TASKS = SMOKE_TASKS
 
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    root = tmp_path_factory.mktemp("library")
-    for task in TASKS:
-        train_lora("tiny-llama", task, preset="smoke", out=Library(root).path("tiny-llama", task))
-    return root
 
 
 @pytest.mark.parametrize("method", ["loramoe", "xlora"])
-def test_moe_checkpoint_scores_and_generation(method, library, tmp_path):
-    fit(method, "tiny-llama", TASKS, TASKS[0], tmp_path / method, library=library, preset="smoke")
+def test_moe_checkpoint_scores_and_generation(method, smoke_library, tmp_path):
+    fit(method, "tiny-llama", TASKS, TASKS[0], tmp_path / method, library=smoke_library, preset="smoke")
     model, tok = load("tiny-llama")
     moe = attach(model, tmp_path / method)
     rng = np.random.default_rng(1)

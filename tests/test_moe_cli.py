@@ -7,11 +7,10 @@ import json
 
 import pytest
 
+from conftest import SMOKE_TASKS
 from loraocean.cli import main
-from loraocean.library import Library
-from loraocean.library.train import train_lora
 
-TASKS = ["bb_sports_understanding", "bb_implicatures"]
+TASKS = SMOKE_TASKS
 
 
 def run(args, capsys) -> tuple[int, str, str]:
@@ -24,18 +23,11 @@ def run(args, capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    root = tmp_path_factory.mktemp("library")
-    for task in TASKS:
-        train_lora("tiny-llama", task, preset="smoke", out=Library(root).path("tiny-llama", task))
-    return root
 
-
-def test_fit_show_routing_eval(library, tmp_path, capsys):
+def test_fit_show_routing_eval(smoke_library, tmp_path, capsys):
     out = tmp_path / "rocket"
     code, stdout, err = run(["moe", "fit", "--method", "rocket", "--model", "tiny-llama", "--experts", ",".join(TASKS),
-                             "--task", TASKS[0], "--library", str(library), "--out", str(out),
+                             "--task", TASKS[0], "--library", str(smoke_library), "--out", str(out),
                              "--preset", "smoke", "--option", "top_k=1"], capsys)
     assert code == 0, err
     assert "trained 3 steps" in stdout
@@ -59,12 +51,12 @@ def test_fit_show_routing_eval(library, tmp_path, capsys):
     assert "n=4" in stdout
 
 
-def test_user_errors_exit_2_on_one_line(library, tmp_path, capsys):
+def test_user_errors_exit_2_on_one_line(smoke_library, tmp_path, capsys):
     code, _, err = run(["moe", "fit", "--method", "loramoee", "--task", TASKS[0], "--out", str(tmp_path / "x")],
                        capsys)
     assert code == 2 and "did you mean 'loramoe'" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(["moe", "fit", "--method", "rocket", "--model", "tiny-llama", "--task", TASKS[0],
-                        "--experts", "bb_snarks", "--library", str(library), "--out", str(tmp_path / "y"),
+                        "--experts", "bb_snarks", "--library", str(smoke_library), "--out", str(tmp_path / "y"),
                         "--preset", "smoke"], capsys)
     assert code == 2 and "no adapter for model 'tiny-llama' and task 'bb_snarks'" in err
     code, _, err = run(["moe", "fit", "--method", "rocket", "--task", TASKS[0], "--out", str(tmp_path / "z"),
