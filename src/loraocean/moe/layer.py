@@ -9,7 +9,8 @@ differ between experts (an expert that does not adapt this module has rank 0 her
 
 The gate g comes from `self.router(x, h, layer)` (a module, trained or fixed) or, when a method
 computes gates outside the layer (X-LoRA), from `layer.external_gates`. The last gates are kept in
-`layer.last_gates` for auxiliary losses and routing statistics.
+`layer.last_gates` for auxiliary losses and routing statistics. `layer.bypass = True` makes the
+layer its frozen base Linear alone (exactly what all-zero gates give, without computing the experts).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class MoELinear(nn.Module):
         self.router: nn.Module | None = None
         self.external_gates: torch.Tensor | None = None
         self.last_gates: torch.Tensor | None = None
+        self.bypass = False
         self.index = 0  # position among the model's MoE layers (set by `inject`)
 
     @property
@@ -97,6 +99,8 @@ class MoELinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
+        if self.bypass:
+            return y
         h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)  # (..., R)
         if self.external_gates is not None:
             gates = self.external_gates
@@ -106,7 +110,10 @@ class MoELinear(nn.Module):
             raise RuntimeError("MoELinear has neither a router nor external gates")
         self.last_gates = gates
         per_column = (gates.to(h.dtype) * self.scales.to(h.dtype))[..., self.owner]  # (..., R)
-        return y + F.linear(h * per_column, self.lora_B).to(y.dtype)
+        mixed = (h * per_column).to(y.dtype)
+        # y + mixed B^T as one fused multiply-add (no separate output-sized addition)
+        return torch.addmm(y.reshape(-1, y.shape[-1]), mixed.reshape(-1, mixed.shape[-1]),
+                           self.lora_B.to(y.dtype).t()).view(y.shape)
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:

@@ -93,10 +93,36 @@ class XLoRAModel(MoEModel):
             s = s.masked_fill(~keep, float("-inf")).softmax(-1).masked_fill(~keep, 0.0)
         return s
 
-    def _set_gates(self, scalings: torch.Tensor | None) -> None:
+    def _gates(self, scalings: torch.Tensor) -> list[torch.Tensor]:
+        """Each MoE layer's top-k'd gates (batch, tokens, E) from scalings (batch, tokens, L, E);
+        computed once and shared by every layer unless the scalings are layerwise."""
+        if not self.config_obj.layerwise:
+            return [self._top_k(scalings[:, :, 0])] * len(self.moe)
+        return [self._top_k(scalings[:, :, layer.index]) for layer in self.moe]
+
+    def _set_gates(self, gates: list[torch.Tensor] | None) -> None:
+        """Pass 2's gates: each layer's gates times `global_scaling_weight` (None: unset)."""
         w = self.config_obj.global_scaling_weight
+        scaled = {}  # shared gates are scaled once
+        for i, layer in enumerate(self.moe):
+            if gates is None:
+                layer.external_gates = None
+                continue
+            key = id(gates[i])
+            if key not in scaled:
+                scaled[key] = gates[i] * w
+            layer.external_gates = scaled[key]
+
+    def _scaling_pass_gates(self, n_batch: int, n_tok: int, device) -> None:
+        """Every expert scaled by `scaling_pass_value` for pass 1; at the default 0 that is the
+        base model exactly, so the layers skip their experts (`bypass`) instead of multiplying by 0."""
+        value = self.config_obj.scaling_pass_value
         for layer in self.moe:
-            layer.external_gates = None if scalings is None else self._top_k(scalings[:, :, layer.index]) * w
+            layer.bypass = value == 0
+        if value != 0:
+            dummy = torch.full((n_batch, n_tok, len(self.expert_info)), value, device=device,
+                               dtype=self.classifier[0].weight.dtype)
+            self._set_gates([self._top_k(dummy)] * len(self.moe))
 
     def scalings(self, hidden: torch.Tensor) -> torch.Tensor:
         cfg = self.config_obj
@@ -129,21 +155,23 @@ class XLoRAModel(MoEModel):
         first, second = (None, None) if past is None else (past.scaling, past.main)
         if use_cache and first is None:
             first, second = DynamicCache(config=self.base.config), DynamicCache(config=self.base.config)
-        dummy = torch.full((n_batch, n_tok, len(self.moe), len(self.expert_info)),
-                           self.config_obj.scaling_pass_value, device=input_ids.device,
-                           dtype=self.classifier[0].weight.dtype)
         try:
-            self._set_gates(dummy)
+            self._scaling_pass_gates(n_batch, n_tok, input_ids.device)
             with torch.no_grad():
                 hidden = self._scaling_pass(input_ids, attention_mask, first, use_cache, kwargs)
+            for layer in self.moe:
+                layer.bypass = False
             scalings = self.scalings(hidden)
-            self._set_gates(scalings)
+            gates = self._gates(scalings)
+            self._set_gates(gates)
             out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                             use_cache=use_cache, **cache_kwargs(self.base, second), **kwargs)
         finally:
             self._set_gates(None)
-        for layer in self.moe:  # last_gates for routing statistics: what pass 2 used
-            layer.last_gates = self._top_k(scalings[:, :, layer.index]).detach()
+            for layer in self.moe:
+                layer.bypass = False
+        for layer, g in zip(self.moe, gates):  # last_gates for routing statistics: what pass 2 used
+            layer.last_gates = g.detach()
         self.last_scalings = scalings
         out.cache = DualCache(first, second) if use_cache else None
         return out
