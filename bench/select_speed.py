@@ -95,7 +95,7 @@ def main() -> None:
     from loraocean.batching import encode
     from loraocean.models import load
     from loraocean.selection import ModelRef, get_strategy
-    from loraocean.selection.ppl import prepare, score
+    from loraocean.evaluation.answer_nll import prepare, score
     from loraocean.tasks import load_split
 
     model, tokenizer = load("smollm2-135m")

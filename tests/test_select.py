@@ -67,8 +67,6 @@ def hand_ppl(model, tokenizer, folder, examples):
 
 @pytest.mark.parametrize("swap", ["merge", "peft"])
 def test_ppl_equals_hand_computation(library, tiny_llama, swap):
-    from loraocean.evaluation import target_logprobs
-    from loraocean.selection.ppl import answer_nll
     from loraocean.tasks import data_hash, load_split
 
     model, tokenizer = tiny_llama
@@ -91,18 +89,24 @@ def test_ppl_equals_hand_computation(library, tiny_llama, swap):
     with torch.no_grad():
         assert torch.equal(model(input_ids=probe).logits, before)
     assert not any("lora" in n for n, _ in model.named_modules())
-    # the same answer-only quantity as the evaluation room's target_logprobs (base model)
-    from loraocean.selection.ppl import prepare, shared_prefix
+    # the scorer behind ppl (evaluation.answer_nll, also behind target_logprobs) on the base model,
+    # with and without the shared-prefix cache, against the unbatched hand computation
     from loraocean.batching import encode
+    from loraocean.evaluation.answer_nll import answer_nll, prepare, shared_prefix
 
     encoded = [encode(ex, tokenizer, add_eos=False) for ex in examples]
     assert shared_prefix(encoded) > 20  # the task instruction is shared: its cache is reused
     assert prepare(encoded, 0, 4).prefix == encoded[0].input_ids[:shared_prefix(encoded)]
-    theirs = target_logprobs(model, tokenizer, examples, batch_size=3)
+    expected = []
+    with torch.no_grad():
+        for e in encoded:
+            logp = torch.log_softmax(model(input_ids=torch.tensor([e.input_ids])).logits[0].double(), -1)
+            answer = [j for j, x in enumerate(e.labels) if x >= 0]
+            expected.append((-sum(float(logp[j - 1, e.input_ids[j]]) for j in answer), len(answer)))
     for share in (True, False):
         mine = answer_nll(model, tokenizer, examples, batch_size=4, share_prefix=share)
-        for (nll, n), (lp, m) in zip(mine, theirs):
-            assert n == m and nll == pytest.approx(-lp, rel=1e-5)
+        for (nll, n), (want, m) in zip(mine, expected):
+            assert n == m and nll == pytest.approx(want, rel=1e-5)
 
 
 def test_include_target_and_save_roundtrip(library, tiny_llama, tmp_path):

@@ -40,15 +40,16 @@ class Encoded:
         return len(self.input_ids)
 
 
-def encode(example: Example, tokenizer, template: str = "auto", max_length: int = 512,
+def encode(example: Example, tokenizer, template: str = "auto", max_length: int | None = 512,
            add_eos: bool = True) -> Encoded:
     """Prompt + target (+ end-of-answer token), labels only on the answer. Over-long prompts are
-    cut from the left so the answer always survives."""
+    cut from the left so the answer always survives (`max_length=None`: never cut)."""
     r = render(example, tokenizer, template)
     target = r.target + (end_of_answer(tokenizer) if add_eos else "")
     ctx, cont = split_encode(tokenizer, r.prompt, target)
-    cont = cont[:max_length]
-    ctx = ctx[max(0, len(ctx) - (max_length - len(cont))):] if max_length > len(cont) else []
+    if max_length is not None:
+        cont = cont[:max_length]
+        ctx = ctx[max(0, len(ctx) - (max_length - len(cont))):] if max_length > len(cont) else []
     return Encoded(input_ids=ctx + cont, labels=[IGNORE] * len(ctx) + cont)
 
 

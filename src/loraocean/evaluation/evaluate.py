@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass, field
 
 from loraocean.errors import ConfigError, LoraOceanError
 from loraocean.evaluation import metrics
-from loraocean.evaluation.choice import predict, score_choices, score_tokens, pad_id_of
+from loraocean.evaluation.answer_nll import answer_nll
+from loraocean.evaluation.choice import predict, score_choices
 from loraocean.evaluation.generate import generate_texts
 from loraocean.tasks.example import Example, TaskSpec
 from loraocean.tasks.extract import extract, normalize_number
 from loraocean.tasks.prompts import render, template_name
-from loraocean.batching import split_encode
 
 CONVENTIONS = ("lm-eval", "opencompass", "both")
 # Choice rules of each convention (see choice.predict); the first is the convention's default.
@@ -179,10 +179,4 @@ def target_logprobs(model, tokenizer, examples: list[Example], batch_size: int =
                     template: str = "auto") -> list[tuple[float, int]]:
     """Per example (sum log p(target tokens | prompt), number of target tokens): answer-only
     perplexity is exp(-sum / n). The prompt is masked; no end-of-sequence token is added."""
-    requests = []
-    for ex in examples:
-        r = render(ex, tokenizer, template)
-        requests.append(split_encode(tokenizer, r.prompt, r.target))
-    scores = score_tokens(model, [(ctx, [cont]) for ctx, cont in requests], pad_id_of(tokenizer),
-                          batch_size, context_nll=False)
-    return [(s.logprobs[0], s.n_tokens[0]) for s in scores]
+    return [(-nll, n) for nll, n in answer_nll(model, tokenizer, examples, batch_size, template)]
