@@ -139,3 +139,32 @@ def test_load_adapter_reads_peft_scaling_and_rejects_others(adapters, tmp_path):
     with pytest.raises(LoraOceanError, match="not a PEFT adapter folder"):
         load_adapter(tmp_path)
     assert moe_layers(load("tiny-llama")[0]) == {}
+
+
+def test_gpt2_conv1d_and_dotted_targets_equal_peft(tmp_path):
+    """GPT-2 keeps its projections in Conv1D (weight stored d_in x d_out) and tells attention and
+    MLP `c_proj` apart only by path (`mlp.c_proj`): one-hot gates still equal PEFT's adapter, and
+    LoRAMoE's FFN-only experts land on exactly the MLP's two layers."""
+    from peft import PeftModel
+
+    from loraocean.models import targets
+    from loraocean.moe import get_method
+
+    base, _ = load("tiny-gpt2")
+    specs = [(4, 8, targets(base, "all"), 11), (2, 2, targets(base, "all"), 12)]
+    paths = make_adapters(tmp_path, specs, model_name="tiny-gpt2")
+    ref_model = PeftModel.from_pretrained(load("tiny-gpt2")[0], str(paths[1]))
+    with torch.no_grad():
+        ref = ref_model(input_ids=ids()).logits
+        plain = load("tiny-gpt2")[0](input_ids=ids()).logits
+    model, _ = load("tiny-gpt2")
+    inject(model, [load_adapter(p, model=model) for p in paths], router=lambda layer: FixedGates([0.0, 1.0]))
+    with torch.no_grad():
+        got = model(input_ids=ids()).logits
+    assert (ref - plain).abs().max() > 1e-2
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+    method = get_method("loramoe")
+    moe = method.build(load("tiny-gpt2")[0], [load_adapter(p) for p in paths], method.make_config({}))
+    adapted = sorted({n.split(".h.0.", 1)[1] for n in moe.layers() if ".h.0." in n})
+    assert adapted == ["mlp.c_fc", "mlp.c_proj"]

@@ -18,8 +18,21 @@ from pathlib import Path
 import torch
 
 from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
+from loraocean.models.architectures import matches
 
 _PREFIX = "base_model.model."
+
+
+def linear_dims(module) -> tuple[int, int] | None:
+    """(d_in, d_out) of a Linear layer, or of transformers' Conv1D (GPT-2: the same map with the
+    weight stored d_in x d_out, which PEFT adapts with fan_in_fan_out); None for anything else."""
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features, module.out_features
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    return None
 
 
 @dataclass
@@ -38,9 +51,10 @@ class Expert:
     def rank(self, module: str) -> int:
         return self.A[module].shape[0] if module in self.A else 0
 
-    def only(self, leaf_names) -> "Expert":
-        """The same expert restricted to modules whose leaf name is in `leaf_names`."""
-        keep = [m for m in self.A if m.rsplit(".", 1)[-1] in set(leaf_names)]
+    def only(self, target_names) -> "Expert":
+        """The same expert restricted to modules matching `target_names` (leaf names or dotted
+        suffixes such as GPT-2's `mlp.c_proj`, as PEFT matches them)."""
+        keep = [m for m in self.A if matches(m, target_names)]
         return Expert(self.name, {m: self.A[m] for m in keep}, {m: self.B[m] for m in keep},
                       {m: self.scale[m] for m in keep}, self.source, self.task)
 
@@ -118,22 +132,27 @@ def check_fits(expert: Expert, model) -> None:
         if layer is None:
             raise AdapterMismatchError(f"expert {expert.name!r} adapts {m!r}, which the model does not have; "
                                        "it was trained on another architecture")
-        base = getattr(layer, "base", layer)
-        if (base.out_features, base.in_features) != (expert.B[m].shape[0], A.shape[1]):
+        dims = linear_dims(getattr(layer, "base", layer))
+        if dims is None:
+            raise AdapterMismatchError(f"expert {expert.name!r} adapts {m!r}, which is a "
+                                       f"{type(layer).__name__}, not a Linear layer")
+        if (dims[1], dims[0]) != (expert.B[m].shape[0], A.shape[1]):
             raise AdapterMismatchError(f"expert {expert.name!r}: {m} has shape {tuple(expert.B[m].shape[:1]) + tuple(A.shape[1:])} "
-                                       f"but the model's layer is {(base.out_features, base.in_features)}")
+                                       f"but the model's layer is {(dims[1], dims[0])}")
 
 
 def fresh_expert(model, name: str, targets, r: int, alpha: float, generator: torch.Generator) -> Expert:
-    """A new LoRA on every Linear whose leaf name is in `targets`: A kaiming-uniform (a=sqrt(5),
-    as PEFT and nn.Linear do), B zero, so the expert starts as a no-op."""
+    """A new LoRA on every Linear matching `targets`: A kaiming-uniform (a=sqrt(5), as PEFT and
+    nn.Linear do), B zero, so the expert starts as a no-op."""
     expert = Expert(name=name)
     for module_name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and module_name.rsplit(".", 1)[-1] in set(targets):
-            bound = 1.0 / math.sqrt(module.in_features)  # kaiming_uniform with a=sqrt(5)
-            A = (torch.rand(r, module.in_features, generator=generator) * 2 - 1) * bound
+        dims = linear_dims(module)
+        if dims is not None and matches(module_name, targets):
+            d_in, d_out = dims
+            bound = 1.0 / math.sqrt(d_in)  # kaiming_uniform with a=sqrt(5)
+            A = (torch.rand(r, d_in, generator=generator) * 2 - 1) * bound
             expert.A[module_name] = A
-            expert.B[module_name] = torch.zeros(module.out_features, r)
+            expert.B[module_name] = torch.zeros(d_out, r)
             expert.scale[module_name] = alpha / r
     return expert
 

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from loraocean.errors import ConfigError
-from loraocean.moe.experts import Expert
+from loraocean.models.architectures import matches
+from loraocean.moe.experts import Expert, linear_dims
 
 
 def top_k_renormalise(probs: torch.Tensor, k: int | None) -> torch.Tensor:
@@ -62,15 +63,17 @@ class FixedGates(nn.Module):
 
 
 class MoELinear(nn.Module):
-    """A frozen Linear plus E stacked LoRA experts mixed by per-token gates."""
+    """A frozen Linear (or GPT-2's Conv1D, the same map with its weight stored transposed) plus E
+    stacked LoRA experts mixed by per-token gates."""
 
-    def __init__(self, base: nn.Linear, As: list[torch.Tensor], Bs: list[torch.Tensor],
+    def __init__(self, base: nn.Module, As: list[torch.Tensor], Bs: list[torch.Tensor],
                  scales: list[float], dropout: float = 0.0):
         super().__init__()
         self.base = base
         for p in base.parameters():
             p.requires_grad_(False)
-        d_in, d_out = base.in_features, base.out_features
+        d_in, d_out = linear_dims(base)
+        self.d_in, self.d_out = d_in, d_out
         ranks = [a.shape[0] for a in As]
         dtype, device = base.weight.dtype, base.weight.device
         A = torch.cat([a if a.numel() else torch.zeros(a.shape[0], d_in) for a in As], 0)
@@ -123,18 +126,18 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 def inject(model: nn.Module, experts: list[Expert], targets=None, dropout: float = 0.0,
            router=None) -> dict[str, MoELinear]:
-    """Replace every Linear that some expert adapts (and whose leaf name is in `targets`, when
-    given) by a MoELinear holding all experts. `router(layer)` makes each layer's router.
+    """Replace every Linear that some expert adapts (and that matches `targets`, when given: leaf
+    names or dotted suffixes, as PEFT matches them) by a MoELinear holding all experts. `router(layer)` makes each layer's router.
     Layers are numbered in `model.named_modules()` order (PEFT's order too). Returns them by name."""
     if not experts:
         return {}
     wanted = {m for e in experts for m in e.modules}
     if targets is not None:
-        wanted = {m for m in wanted if m.rsplit(".", 1)[-1] in set(targets)}
+        wanted = {m for m in wanted if matches(m, targets)}
     if not wanted:
         raise ConfigError(f"the experts adapt none of the target modules {sorted(set(targets or []))}; "
                           "choose experts trained on those modules")
-    names = [n for n, mod in model.named_modules() if n in wanted and isinstance(mod, nn.Linear)]
+    names = [n for n, mod in model.named_modules() if n in wanted and linear_dims(mod) is not None]
     missing = wanted - set(names)
     if missing:
         raise ConfigError(f"the model has no Linear layer named {sorted(missing)[0]!r} "
@@ -142,8 +145,9 @@ def inject(model: nn.Module, experts: list[Expert], targets=None, dropout: float
     layers = {}
     for i, name in enumerate(names):
         base = model.get_submodule(name)
-        As = [e.A.get(name, torch.zeros(0, base.in_features)) for e in experts]
-        Bs = [e.B.get(name, torch.zeros(base.out_features, 0)) for e in experts]
+        d_in, d_out = linear_dims(base)
+        As = [e.A.get(name, torch.zeros(0, d_in)) for e in experts]
+        Bs = [e.B.get(name, torch.zeros(d_out, 0)) for e in experts]
         scales = [e.scale.get(name, 0.0) for e in experts]
         layer = MoELinear(base, As, Bs, scales, dropout)
         layer.index = i

@@ -79,7 +79,7 @@ def build(base, experts, cfg: Config) -> MoEModel:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         layers = inject(base, experts, targets, cfg.dropout,
-                        router=lambda layer: SoftmaxRouter(layer.base.in_features, n).to(layer.lora_A.device))
+                        router=lambda layer: SoftmaxRouter(layer.d_in, n).to(layer.lora_A.device))
     for layer in layers.values():
         layer.lora_A.requires_grad_(cfg.train_experts)
         layer.lora_B.requires_grad_(cfg.train_experts)

@@ -33,7 +33,7 @@ class Config:
 class OutputGate(nn.Module):
     def __init__(self, layer, temperature: float):
         super().__init__()
-        self.w = nn.Parameter(torch.zeros(layer.base.out_features, device=layer.lora_A.device))
+        self.w = nn.Parameter(torch.zeros(layer.d_out, device=layer.lora_A.device))
         member = F.one_hot(layer.owner, layer.n_experts).float()  # (R, E)
         self.register_buffer("member", member, persistent=False)
         self.temperature = temperature

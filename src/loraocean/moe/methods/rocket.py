@@ -40,7 +40,7 @@ def build(base, experts, cfg: Config) -> MoEModel:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         layers = inject(base, experts, cfg.targets, 0.0,
-                        router=lambda layer: SoftmaxRouter(layer.base.in_features, n, top_k=cfg.top_k)
+                        router=lambda layer: SoftmaxRouter(layer.d_in, n, top_k=cfg.top_k)
                         .to(layer.lora_A.device))
     for layer in layers.values():
         if not cfg.keep_scaling:
