@@ -193,3 +193,21 @@ def test_cli_all_strategies_side_by_side(library, capsys, tmp_path):
     assert saved["selections"]["manual"]["chosen"][0] == "bb_snarks"
     ppl = Selection.from_dict(saved["selections"]["ppl"])
     assert ppl.chosen == select(TARGET, library, "tiny-llama", k=2, strategy="ppl", shots=4).chosen
+
+
+def test_tasks_sharing_the_targets_data_are_excluded_like_its_own_lora(tiny_llama, tmp_path):
+    """BIG-bench's social_iqa is drawn from Social IQa (catalog task siqa): a siqa LoRA has seen
+    bb_social_iqa's questions, so it is no cross-task expert for it (and vice versa)."""
+    from loraocean.selection.candidates import candidates
+    from loraocean.tasks import same_data
+
+    model, _ = tiny_llama
+    for i, task in enumerate(["bb_social_iqa", "siqa", "bb_snarks"]):
+        make_lora(model, tmp_path / "tiny-llama" / task, task, seed=i)
+    assert same_data("bb_social_iqa") == {"siqa"} and same_data("siqa") == {"bb_social_iqa"}
+    assert same_data("bb_snarks") == set()
+    assert [e.task for e in candidates(tmp_path, "tiny-llama", "bb_social_iqa")] == ["bb_snarks"]
+    assert [e.task for e in candidates(tmp_path, "tiny-llama", "siqa")] == ["bb_snarks"]
+    assert [e.task for e in candidates(tmp_path, "tiny-llama", "bb_snarks")] == ["bb_social_iqa", "siqa"]
+    everything = candidates(tmp_path, "tiny-llama", "bb_social_iqa", include_target=True)
+    assert [e.task for e in everything] == ["bb_snarks", "bb_social_iqa", "siqa"]

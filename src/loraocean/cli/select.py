@@ -68,7 +68,7 @@ def select_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the example sample and of random."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the selection(s) to this JSON file."),
     map_file: Optional[Path] = typer.Option(None, "--map", help="Relevance map YAML for manual (default: the shipped one)."),
-    include_target: bool = typer.Option(False, "--include-target", help="Let the target's own LoRA be a candidate."),
+    include_target: bool = typer.Option(False, "--include-target", help="Let the target's own LoRA (and those of tasks built from the same dataset) be candidates."),
     base: str = typer.Option("ppl", "--base", help="Base strategy whose top candidates diversity chooses from."),
     pool: Optional[int] = typer.Option(None, "--pool", help="How many top base candidates diversity considers (default 2k)."),
     dev_limit: int = typer.Option(100, "--dev-limit", help="Target dev examples the oracle evaluates each LoRA on."),

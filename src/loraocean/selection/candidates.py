@@ -1,5 +1,6 @@
 """The candidate experts of a selection: the library LoRAs of one base model, the target's own LoRA
-left out unless asked for."""
+(and the LoRA of any catalog task built from the same dataset, e.g. siqa for bb_social_iqa) left
+out unless asked for."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ def library_entries(root: str | Path) -> list:
 
 
 def candidates(root: str | Path, model_name: str, target: str, include_target: bool = False) -> list:
-    """The library entries trained on `model_name`, sorted by task name; the target's own LoRA is
-    excluded unless `include_target`."""
+    """The library entries trained on `model_name`, sorted by task name; the target's own LoRA and
+    those of tasks sharing its data (`tasks.same_data`) are excluded unless `include_target`."""
     root = Path(root)
     if not root.is_dir():
         raise LoraOceanError(f"library folder {root} does not exist; pass --library DIR (a folder "
@@ -32,7 +33,10 @@ def candidates(root: str | Path, model_name: str, target: str, include_target: b
             + (f" (it has adapters for: {', '.join(models)})" if models else " (it is empty)")
             + "; train some with `loraocean library build` or pick another --model")
     if not include_target:
-        mine = [e for e in mine if e.task != target]
+        from loraocean.tasks import same_data
+
+        own = {target} | same_data(target)
+        mine = [e for e in mine if e.task not in own]
     return sorted(mine, key=lambda e: e.task)
 
 
@@ -40,6 +44,7 @@ def check_k(k: int, pool: list, target: str, include_target: bool) -> None:
     if k < 1:
         raise ConfigError(f"--k must be at least 1 (got {k})")
     if k > len(pool):
-        hint = "" if include_target else " (the target's own LoRA is excluded; --include-target allows it)"
+        hint = "" if include_target else (" (the target's own LoRA, and any LoRA of a task built from the "
+                                          "same dataset, is excluded; --include-target allows them)")
         raise ConfigError(f"--k {k} is larger than the {len(pool)} candidate LoRAs for target "
                           f"{target!r}{hint}; lower --k or add LoRAs to the library")

@@ -1,6 +1,6 @@
 """Tasks: the unified `Example` / `TaskSpec` format, the catalog, sources, prompts, extraction."""
 
-from loraocean.tasks.catalog import CATALOG, CATALOG_40, get_task, register
+from loraocean.tasks.catalog import CATALOG, CATALOG_40, get_task, register, same_data
 from loraocean.tasks.example import SPLITS, Example, SplitPolicy, TaskSpec
 from loraocean.tasks.extract import extract, references
 from loraocean.tasks.load import data_hash, load_split
@@ -8,4 +8,4 @@ from loraocean.tasks.prompts import Rendered, render, template_name
 
 __all__ = ["CATALOG", "CATALOG_40", "SPLITS", "Example", "Rendered", "SplitPolicy", "TaskSpec",
            "data_hash", "extract", "get_task", "load_split", "references", "register", "render",
-           "template_name"]
+           "same_data", "template_name"]

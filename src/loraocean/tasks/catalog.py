@@ -242,6 +242,17 @@ CATALOG_40 = (
 )
 
 
+# Catalog tasks built from the same underlying dataset (BIG-bench's copies of public sets): a LoRA
+# trained on one has seen questions of the other, so expert selection treats it like the target's
+# own LoRA (`same_data`).
+SAME_DATA = (("bb_social_iqa", "siqa"), ("bb_strategyqa", "strategyqa"))
+
+
+def same_data(name: str) -> set[str]:
+    """The other catalog tasks whose examples come from the same dataset as task `name`."""
+    return {b if a == name else a for a, b in SAME_DATA if name in (a, b)}
+
+
 def get_task(name: str) -> TaskSpec:
     """A catalog task by name, or an ad-hoc one from a source reference such as
     `bigbench:../shared/data/bigbench/intent_recognition` (a path or a BIG-bench task name)."""
