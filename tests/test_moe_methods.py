@@ -155,3 +155,16 @@ def test_loramoe_training_lowers_loss_on_embedded_model():
     train(moe, encoded, TrainConfig(lr=1e-3, epochs=2, max_steps=2, batch_size=4, warmup_ratio=0),
           tok.pad_token_id, aux_loss=lambda: method.aux_loss(moe, cfg))
     assert mean_loss(moe, encoded, tok.pad_token_id) < before - 1e-2
+
+
+def test_capped_preset_is_a_named_copy():
+    from loraocean.moe.presets import PRESETS, get_preset
+
+    before = dict(PRESETS)
+    lite = get_preset("lite")
+    capped = lite.capped(64, 8)
+    assert capped.name == "lite[max_fit=64,max_steps=8]"
+    assert (capped.train_limit, capped.train.max_steps, capped.train.lr) == (64, 8, lite.train.lr)
+    assert lite.capped(10_000, None).train_limit == lite.train_limit  # a cap never raises the limit
+    assert lite.capped() is lite and get_preset(capped) is capped
+    assert PRESETS == before  # nothing registered globally

@@ -23,7 +23,7 @@ from loraocean.batching import encode
 from loraocean.errors import LoraOceanError
 from loraocean.moe.checkpoint import save_checkpoint
 from loraocean.moe.experts import Expert, load_adapter
-from loraocean.moe.presets import get_preset
+from loraocean.moe.presets import Preset, get_preset
 from loraocean.moe.registry import get_method
 from loraocean.tasks import data_hash, get_task, load_split
 
@@ -67,10 +67,11 @@ def task_types(spec, examples) -> list[int]:
 
 
 def fit(method: str, model_name: str, experts: list[str], task: str, out: str | Path,
-        library: str | Path | None = None, preset: str = "lite", options: dict | None = None,
+        library: str | Path | None = None, preset: "str | Preset" = "lite", options: dict | None = None,
         seed: int = 0, model=None, tokenizer=None, overwrite: bool = False, on_step=None) -> dict:
     """Fit `method` for target `task` and write the checkpoint to `out`; returns its card.
 
+    `preset`: a name from `moe.presets.PRESETS` or a `Preset` (e.g. `get_preset("lite").capped(...)`).
     `model`/`tokenizer`: an already-loaded base model (it is changed in place)."""
     if model is None:
         model, tokenizer = models.load(model_name)
@@ -81,7 +82,7 @@ def fit(method: str, model_name: str, experts: list[str], task: str, out: str | 
 
 
 def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
-              library: str | Path | None = None, preset: str = "lite", options: dict | None = None,
+              library: str | Path | None = None, preset: "str | Preset" = "lite", options: dict | None = None,
               seed: int = 0, on_step=None) -> tuple:
     """(MoEModel, card): `fit` without writing the checkpoint."""
     m = get_method(method)
@@ -115,7 +116,7 @@ def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
                     batch_hook=set_task_type, on_step=on_step)
     moe.eval()
     card = {"method": method, "model": model_name, "task": spec.name, "experts": [str(e) for e in experts],
-            "preset": preset, "options": asdict(cfg), "seed": seed,
+            "preset": p.name, "options": asdict(cfg), "seed": seed,
             "train_config": asdict(p.train_config(method, seed)) if m.trains else None,
             "train_log": log.summary() if log else None, "losses": log.losses if log else None,
             "data_hash": data_hash(train_ex), "n_train": len(train_ex), "notes": ctx.notes,

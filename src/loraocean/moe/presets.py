@@ -26,6 +26,16 @@ class Preset:
     def train_config(self, method: str, seed: int) -> TrainConfig:
         return replace(self.train, seed=seed, **self.per_method.get(method, {}))
 
+    def capped(self, max_examples: int | None = None, max_steps: int | None = None) -> "Preset":
+        """This preset with at most `max_examples` training examples and `max_steps` optimizer
+        steps (a study's caps), under a name that says so (e.g. `lite[max_fit=64,max_steps=8]`)."""
+        if max_examples is None and max_steps is None:
+            return self
+        train = replace(self.train, max_steps=max_steps) if max_steps is not None else self.train
+        limits = [c for c in (max_examples, self.train_limit) if c is not None]
+        return replace(self, name=f"{self.name}[max_fit={max_examples},max_steps={max_steps}]",
+                       train=train, train_limit=min(limits) if limits else None)
+
 
 PRESETS = {
     "smoke": Preset("smoke", TrainConfig(lr=1e-3, max_steps=3, batch_size=4, warmup_ratio=0.0),
@@ -38,7 +48,9 @@ PRESETS = {
 }
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: "str | Preset") -> Preset:
+    if isinstance(name, Preset):
+        return name
     if name not in PRESETS:
         raise UnknownNameError("MoE preset", name, PRESETS)
     return PRESETS[name]

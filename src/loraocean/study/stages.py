@@ -73,22 +73,12 @@ def select(job: Job, ctx, out: Path) -> dict:
             "created": _now()}
 
 
-def fit_preset(name: str, max_fit: int | None, max_steps: int | None) -> str:
-    """The MoE room's preset `name`, or a copy with the study's caps registered under a derived name
-    (its `fit` takes preset names; the copy is recorded in the checkpoint's card like any preset)."""
-    from dataclasses import replace
+def fit_preset(name: str, max_fit: int | None, max_steps: int | None):
+    """The MoE room's preset `name` with the study's caps (a copy named after them, which the
+    checkpoint's card records)."""
+    from loraocean.moe.presets import get_preset
 
-    from loraocean.moe import presets
-
-    if max_fit is None and max_steps is None:
-        return name
-    base = presets.get_preset(name)
-    derived = f"{name}[max_fit={max_fit},max_steps={max_steps}]"
-    train = replace(base.train, max_steps=max_steps) if max_steps is not None else base.train
-    caps = [c for c in (max_fit, base.train_limit) if c is not None]
-    limit = min(caps) if caps else None
-    presets.PRESETS[derived] = replace(base, name=derived, train=train, train_limit=limit)
-    return derived
+    return get_preset(name).capped(max_fit, max_steps)
 
 
 def fit(job: Job, ctx, out: Path) -> dict:
