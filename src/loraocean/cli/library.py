@@ -28,7 +28,7 @@ def _split(value: str) -> list[str]:
 def ls(root: Path = typer.Option(..., help=ROOT_HELP),
        as_json: bool = typer.Option(False, "--json", help="Print the manifest rows as JSON instead of a table.")) -> None:
     """One row per adapter: model, task, preset, final loss, metrics, created."""
-    from rich.console import Console
+    from loraocean.cli.console import make_console
 
     from loraocean.library import Library
 
@@ -42,7 +42,7 @@ def ls(root: Path = typer.Option(..., help=ROOT_HELP),
         table.add_row(e.model, e.task, str(c.get("preset", {}).get("name")),
                       str(c.get("train", {}).get("loss_last", "")),
                       _metric_text(c.get("metrics", {})), str(c.get("created")))
-    Console().print(table)
+    make_console().print(table)
 
 
 def _metric_text(metrics: dict) -> str:
@@ -126,13 +126,13 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
           ) -> None:
     """Train every missing (model, task) pair, skip finished ones; summary table at the end.
     Exits 1 when a pair failed."""
-    from rich.console import Console
+    from loraocean.cli.console import make_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from loraocean.library import Library
     from loraocean.library.build import build as run_build
 
-    console = Console()
+    console = make_console()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:

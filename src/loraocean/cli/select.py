@@ -13,7 +13,7 @@ def _fmt(score) -> str:
 
 
 def _print_one(sel) -> None:
-    from rich.console import Console
+    from loraocean.cli.console import make_console
     from rich.table import Table
 
     order = "higher is better" if sel.higher_is_better else "lower is better"
@@ -22,7 +22,7 @@ def _print_one(sel) -> None:
     table = Table("rank", "task", f"score ({order})", "reason", title=title)
     for i, c in enumerate(sel.ranking, start=1):
         table.add_row(f"{i}{'*' if i <= sel.k else ''}", c.task, _fmt(c.score), c.reason)
-    console = Console(width=160)
+    console = make_console(160)
     console.print(table)
     if sel.uses_target_labels:
         console.print("note: this strategy uses target labels (an upper bound, not a fair selection)")
@@ -30,7 +30,7 @@ def _print_one(sel) -> None:
 
 
 def _print_all(selections: dict, overlaps: dict) -> None:
-    from rich.console import Console
+    from loraocean.cli.console import make_console
     from rich.table import Table
 
     names = list(selections)
@@ -45,7 +45,7 @@ def _print_all(selections: dict, overlaps: dict) -> None:
             r = selections[n].ranking
             cells.append(f"{r[i].task} ({_fmt(r[i].score)})" if i < len(r) else "")
         table.add_row(f"{i + 1}{'*' if i < k else ''}", *cells, end_section=(i == k - 1))
-    console = Console(width=max(160, 28 * (len(names) + 1)))
+    console = make_console(max(160, 28 * (len(names) + 1)))
     console.print(table)
     grid = Table("overlap of chosen", *names, title=f"shared experts among the chosen {k}")
     for a in names:

@@ -35,12 +35,12 @@ def run(
                                 "when the run ends."),
 ) -> None:
     """Run a study: build LoRAs, select experts, fit MoE methods, evaluate; resumable."""
-    from rich.console import Console
+    from loraocean.cli.console import make_console
     from rich.table import Table
 
     from loraocean.study import find_study, load_config, plan, run_study
 
-    console = Console()
+    console = make_console()
     path = find_study(config)
     cfg = load_config(path, quick=quick, overrides={"models": [model]} if model else None)
     if executor is not None:
@@ -88,7 +88,7 @@ def results(
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the full rows to this CSV file."),
 ) -> None:
     """Print a study's results table (one row per model, target, method, selection, seed, convention)."""
-    from rich.console import Console
+    from loraocean.cli.console import make_console
     from rich.table import Table
 
     from loraocean.study import query
@@ -104,7 +104,7 @@ def results(
         table.add_row(r["model"], r["target"], r["method"], r["selection"], str(r["seed"]), r["convention"],
                       r["metric"], f"{r['value']:.3f}", ci, str(r["n"]), maj,
                       ", ".join(__import__("json").loads(r["experts"] or "[]")))
-    Console(width=200).print(table)
+    make_console().print(table)
 
 
 def report(

@@ -18,7 +18,7 @@ def list_tasks(
 ) -> None:
     """Every catalog task: name, category, mode, metric, source, and whether its data is
     available offline now."""
-    from rich.console import Console
+    from loraocean.cli.console import make_console
     from rich.table import Table
 
     from loraocean.tasks import CATALOG
@@ -28,13 +28,13 @@ def list_tasks(
         table = Table("task", "mode", "examples", "file")
         for name, path, mode, count in _source_tasks(source):
             table.add_row(name, mode, str(count), str(path))
-        Console(width=200).print(table)
+        make_console().print(table)
         return
     table = Table("name", "category", "mode", "metric", "source", "offline now")
     for spec in CATALOG.values():
         table.add_row(spec.name, spec.category, spec.mode, spec.metric, spec.source,
                       availability(spec))
-    Console(width=200).print(table)
+    make_console().print(table)
 
 
 def _source_tasks(source: str):
