@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -58,6 +59,25 @@ def resolve(name: str) -> tuple[str, str]:
                            hint="or give a local model folder or a hub id like org/name")
 
 
+@contextlib.contextmanager
+def quiet_loading(quiet: bool = True):
+    """transformers' per-load progress bars ("Loading weights", GGUF de-quantizing) off for the
+    block when `quiet`: a study loads local models many times and its own progress display is what
+    matters. Hub loads keep them (a download's progress is worth seeing)."""
+    from transformers.utils import logging as hf_logging
+
+    if not quiet:
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load(name: str, *, device: str | None = None, dtype: torch.dtype | None = None,
          trust_remote_code: bool = False):
     """(model, tokenizer) in eval mode on `device` (default: cuda when available, else cpu)."""
@@ -72,11 +92,12 @@ def load(name: str, *, device: str | None = None, dtype: torch.dtype | None = No
         model, tokenizer = build_tiny(where)
         model = model.to(device=device, dtype=dtype)
     else:
-        path = str(embedded.folder()) if kind == "embedded" else where
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
-                                                         trust_remote_code=trust_remote_code)
+            with quiet_loading(kind != "hub"):
+                path = str(embedded.folder()) if kind == "embedded" else where
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
+                                                             trust_remote_code=trust_remote_code)
         except OSError as err:
             raise LoraOceanError(f"could not load model {name!r}: {err}") from None
         model = model.to(device)
