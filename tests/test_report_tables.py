@@ -136,3 +136,25 @@ def test_report_of_a_run(tmp_path):
     assert "| strategy | ppl | random | manual | embedding |" in text
     experts = json.loads(r["experts"])
     assert len(experts) == 2
+
+
+def test_trained_methods_are_compared_with_the_uniform_baseline_when_present():
+    from loraocean.report.findings import questions
+
+    assert ("method", "loramoe", "uniform") not in questions(["loramoe", "rocket"])
+    # two targets, one selection: loramoe and uniform on the same 6 examples each, known outcomes
+    rows, preds = [], []
+    outcomes = {("t1", "loramoe"): [1, 1, 1, 0, 1, 1], ("t1", "uniform"): [0, 1, 0, 0, 1, 0],
+                ("t2", "loramoe"): [1, 0, 1, 1, 1, 1], ("t2", "uniform"): [1, 0, 0, 1, 0, 0]}
+    for (target, method), correct in outcomes.items():
+        rows.append(row(target, method, "ppl", 0, float(np.mean(correct))))
+        preds += [{"eval_key": f"{target}{method}ppl0", "convention": "lm-eval", "example_id": i,
+                   "correct": c} for i, c in enumerate(correct)]
+    found = {(f.a, f.b): f for f in findings(pd.DataFrame(rows), pd.DataFrame(preds), "lm-eval")}
+    assert ("rocket", "uniform") not in found  # rocket was not run
+    r = found[("loramoe", "uniform")].result
+    # by hand: loramoe right and uniform wrong on 3 + 3 examples, the reverse on none
+    assert (r.a_only, r.b_only, r.n) == (6, 0, 12)
+    assert r.acc_a == pytest.approx(10 / 12) and r.acc_b == pytest.approx(4 / 12)
+    assert r.p_value == pytest.approx(2 * 0.5 ** 6)  # McNemar exact, two-sided
+    assert found[("loramoe", "uniform")].contexts == 2

@@ -1,5 +1,6 @@
 """The plain-language findings: did LoRAMoE beat Rocket and X-LoRA, did Manual selection beat PPL
-and Random, on this run, as measured.
+and Random, and (when the run has it) did each trained LoRA-MoE method beat the uniform average of
+the same experts, on this run, as measured.
 
 Each comparison pairs evaluations that differ only in the compared factor (same model, target,
 seed, convention, and the same selection for a method comparison / the same method for a
@@ -107,9 +108,20 @@ def finding(df, preds, factor: str, a: str, b: str) -> Finding:
 
 QUESTIONS = [("method", "loramoe", "rocket"), ("method", "loramoe", "xlora"),
              ("selection", "manual", "ppl"), ("selection", "manual", "random")]
+# The training-free baseline every trained method must beat to be worth its training: the same
+# experts averaged. Asked only when the run evaluated it.
+BASELINE = "uniform"
+TRAINED = ("loramoe", "xlora", "rocket")
+
+
+def questions(methods) -> list[tuple[str, str, str]]:
+    """The paper's four questions, plus trained method vs `BASELINE` for those in `methods`."""
+    methods = set(methods)
+    extra = [("method", m, BASELINE) for m in TRAINED if m in methods] if BASELINE in methods else []
+    return QUESTIONS + extra
 
 
 def findings(df, preds, convention: str) -> list[Finding]:
-    """The paper's four questions on this run's results (one convention)."""
+    """The questions on this run's results (one convention)."""
     df = df[df["convention"] == convention]
-    return [finding(df, preds, factor, a, b) for factor, a, b in QUESTIONS]
+    return [finding(df, preds, factor, a, b) for factor, a, b in questions(df["method"].unique())]
