@@ -127,8 +127,8 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 def inject(model: nn.Module, experts: list[Expert], targets=None, dropout: float = 0.0,
            router=None) -> dict[str, MoELinear]:
     """Replace every Linear that some expert adapts (and that matches `targets`, when given: leaf
-    names or dotted suffixes, as PEFT matches them) by a MoELinear holding all experts. `router(layer)` makes each layer's router.
-    Layers are numbered in `model.named_modules()` order (PEFT's order too). Returns them by name."""
+    names or dotted suffixes, as PEFT matches them) by a MoELinear holding all experts.
+    `router(layer)` makes each layer's router. Layers are numbered in `model.named_modules()` order (PEFT's order too). Returns them by name."""
     if not experts:
         return {}
     wanted = {m for e in experts for m in e.modules}
