@@ -128,7 +128,8 @@ def inject(model: nn.Module, experts: list[Expert], targets=None, dropout: float
            router=None) -> dict[str, MoELinear]:
     """Replace every Linear that some expert adapts (and that matches `targets`, when given: leaf
     names or dotted suffixes, as PEFT matches them) by a MoELinear holding all experts.
-    `router(layer)` makes each layer's router. Layers are numbered in `model.named_modules()` order (PEFT's order too). Returns them by name."""
+    `router(layer)` makes each layer's router. Layers are numbered in `model.named_modules()`
+    order (PEFT's order too). Returns them by name."""
     if not experts:
         return {}
     wanted = {m for e in experts for m in e.modules}
