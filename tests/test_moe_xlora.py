@@ -12,7 +12,8 @@ from test_moe_layer import make_adapters
 
 CONFIGS = [dict(depth=1, layerwise=False),
            dict(depth=3, hidden=32, layerwise=True, temperature=0.7, top_k=2, softmax_topk=True),
-           dict(depth=2, hidden=16, layerwise=True, top_k=2, global_scaling_weight=0.5)]
+           dict(depth=2, hidden=16, layerwise=True, top_k=2, global_scaling_weight=0.5),
+           dict(depth=1, layerwise=False, scaling_pass_value=0.5)]  # pass 1 with the experts on
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def peft_xlora(paths, model, options):
                       xlora_dropout_p=0.2, layerwise_scalings=options.get("layerwise", False),
                       softmax_temperature=options.get("temperature", 1.0),
                       top_k_lora=options.get("top_k"), enable_softmax_topk=options.get("softmax_topk", False),
-                      global_scaling_weight=options.get("global_scaling_weight", 1.0))
+                      global_scaling_weight=options.get("global_scaling_weight", 1.0),
+                      scaling_pass_value=options.get("scaling_pass_value", 0.0))
     peft_model = get_peft_model(base, cfg)
     classifier = peft_model.base_model.internal_xlora_classifier
     classifier.layers.load_state_dict(model.classifier.state_dict())

@@ -100,29 +100,27 @@ class XLoRAModel(MoEModel):
             return [self._top_k(scalings[:, :, 0])] * len(self.moe)
         return [self._top_k(scalings[:, :, layer.index]) for layer in self.moe]
 
-    def _set_gates(self, gates: list[torch.Tensor] | None) -> None:
-        """Pass 2's gates: each layer's gates times `global_scaling_weight` (None: unset)."""
+    def _set_gates(self, gates: list[torch.Tensor] | None, bypass: bool = False) -> None:
+        """Each MoE layer's gates times `global_scaling_weight` (None: unset; a tensor shared by
+        all layers is scaled once). `bypass`: the layers compute their frozen base Linear only."""
         w = self.config_obj.global_scaling_weight
-        scaled = {}  # shared gates are scaled once
+        if gates is not None:
+            shared = all(g is gates[0] for g in gates)
+            gates = [gates[0] * w] * len(gates) if shared else [g * w for g in gates]
         for i, layer in enumerate(self.moe):
-            if gates is None:
-                layer.external_gates = None
-                continue
-            key = id(gates[i])
-            if key not in scaled:
-                scaled[key] = gates[i] * w
-            layer.external_gates = scaled[key]
+            layer.external_gates = None if gates is None else gates[i]
+            layer.bypass = bypass
 
     def _scaling_pass_gates(self, n_batch: int, n_tok: int, device) -> None:
         """Every expert scaled by `scaling_pass_value` for pass 1; at the default 0 that is the
         base model exactly, so the layers skip their experts (`bypass`) instead of multiplying by 0."""
         value = self.config_obj.scaling_pass_value
-        for layer in self.moe:
-            layer.bypass = value == 0
-        if value != 0:
-            dummy = torch.full((n_batch, n_tok, len(self.expert_info)), value, device=device,
-                               dtype=self.classifier[0].weight.dtype)
-            self._set_gates([self._top_k(dummy)] * len(self.moe))
+        if value == 0:
+            self._set_gates(None, bypass=True)
+            return
+        dummy = torch.full((n_batch, n_tok, len(self.expert_info)), value, device=device,
+                           dtype=self.classifier[0].weight.dtype)
+        self._set_gates([self._top_k(dummy)] * len(self.moe))
 
     def scalings(self, hidden: torch.Tensor) -> torch.Tensor:
         cfg = self.config_obj
@@ -159,8 +157,6 @@ class XLoRAModel(MoEModel):
             self._scaling_pass_gates(n_batch, n_tok, input_ids.device)
             with torch.no_grad():
                 hidden = self._scaling_pass(input_ids, attention_mask, first, use_cache, kwargs)
-            for layer in self.moe:
-                layer.bypass = False
             scalings = self.scalings(hidden)
             gates = self._gates(scalings)
             self._set_gates(gates)
@@ -168,8 +164,6 @@ class XLoRAModel(MoEModel):
                             use_cache=use_cache, **cache_kwargs(self.base, second), **kwargs)
         finally:
             self._set_gates(None)
-            for layer in self.moe:
-                layer.bypass = False
         for layer, g in zip(self.moe, gates):  # last_gates for routing statistics: what pass 2 used
             layer.last_gates = g.detach()
         self.last_scalings = scalings
