@@ -16,14 +16,13 @@ batches and recompute the prefix on every call, which the selection-speed target
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 
 from loraocean.batching import IGNORE, Encoded, encode, pad_batch
-from loraocean.evaluation.choice import pad_id_of
+from loraocean.evaluation.choice import forward_params, pad_id_of
 
 
 @dataclass
@@ -73,16 +72,11 @@ def prepare(encoded: list[Encoded], pad_id: int, batch_size: int = 8, share_pref
     return Prepared(encoded[0].input_ids[:p], batches, len(encoded))
 
 
-def _forward_params(model) -> set[str]:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrapper
-    return set(inspect.signature(inner.forward).parameters)
-
-
 @torch.no_grad()
 def score(model, prepared: Prepared) -> list[tuple[float, int]]:
     """Per example (sum of answer-token negative log-likelihoods, number of answer tokens)."""
     device = next(model.parameters()).device
-    params = _forward_params(model)
+    params = forward_params(model)
     trim = "logits_to_keep" in params
     cache_name = "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
     prefix_cache = None

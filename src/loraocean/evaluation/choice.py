@@ -53,7 +53,7 @@ def model_max_length(model, default: int = 2048) -> int:
     return int(getattr(config, "max_position_embeddings", None) or default)
 
 
-def _forward_params(model) -> set[str]:
+def forward_params(model) -> set[str]:
     """Keyword names the model's forward accepts (a PEFT wrapper passes its base model's on)."""
     names = set(inspect.signature(model.forward).parameters)
     base = model.get_base_model() if hasattr(model, "get_base_model") else None
@@ -66,7 +66,7 @@ def _forward(model, ids, mask, positions, past=None, last_only=False):
     """Log-probabilities (fp32) and the KV cache. transformers 5 renamed `past_key_values` to
     `cache`; a wrapper that declares neither (an MoE checkpoint) gets the old name. `last_only`
     asks HF models for the last position's logits only (`logits_to_keep`)."""
-    params = _forward_params(model)
+    params = forward_params(model)
     kwargs = {"cache" if "cache" in params else "past_key_values": past}
     if last_only and "logits_to_keep" in params:
         kwargs["logits_to_keep"] = 1

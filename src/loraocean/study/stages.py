@@ -73,24 +73,18 @@ def select(job: Job, ctx, out: Path) -> dict:
             "created": _now()}
 
 
-def fit_preset(name: str, max_fit: int | None, max_steps: int | None):
-    """The MoE room's preset `name` with the study's caps (a copy named after them, which the
-    checkpoint's card records)."""
-    from loraocean.moe.presets import get_preset
-
-    return get_preset(name).capped(max_fit, max_steps)
-
-
 def fit(job: Job, ctx, out: Path) -> dict:
-    """`loraocean.moe.fit` on the selected experts; library.preset names the MoE room's preset too."""
+    """`loraocean.moe.fit` on the selected experts; library.preset names the MoE room's preset too,
+    capped by the study's max_fit / max_steps (a copy named after the caps, which the card records)."""
     from loraocean.moe import fit as moe_fit
+    from loraocean.moe.presets import get_preset as moe_preset
 
     i = job.inputs
     experts = ctx.dep_result(job.deps[0])["experts"]
     model, tokenizer = ctx.fresh(i["model"])
     ckpt = out / "checkpoint"
     card = moe_fit(i["method"], i["model"], experts, i["target"], ckpt, library=ctx.library_root(i["model"]),
-                   preset=fit_preset(i["preset"], i["max_fit"], i["max_steps"]), options=i["config"],
+                   preset=moe_preset(i["preset"]).capped(i["max_fit"], i["max_steps"]), options=i["config"],
                    seed=i["seed"], model=model, tokenizer=tokenizer, on_step=_progress(ctx, "fit"))
     card = _jsonable(card)
     if isinstance(card, dict):
