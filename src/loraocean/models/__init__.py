@@ -60,15 +60,11 @@ def resolve(name: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def quiet_loading(quiet: bool = True):
+def quiet_loading():
     """transformers' per-load progress bars ("Loading weights", GGUF de-quantizing) off for the
-    block when `quiet`: a study loads local models many times and its own progress display is what
-    matters. Hub loads keep them (a download's progress is worth seeing)."""
+    block: a study loads local models many times and its own progress display is what matters."""
     from transformers.utils import logging as hf_logging
 
-    if not quiet:
-        yield
-        return
     was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -93,7 +89,8 @@ def load(name: str, *, device: str | None = None, dtype: torch.dtype | None = No
         model = model.to(device=device, dtype=dtype)
     else:
         try:
-            with quiet_loading(kind != "hub"):
+            # hub loads keep their bars: a download's progress is worth seeing
+            with quiet_loading() if kind != "hub" else contextlib.nullcontext():
                 path = str(embedded.folder()) if kind == "embedded" else where
                 tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
