@@ -124,6 +124,74 @@ def test_per_token_gates_match_explicit_sum():
     assert not base.weight.requires_grad and layer.lora_A.requires_grad
 
 
+def _loop_reference(base, As, Bs, scales, x, gates, dropout_mask=None):
+    """The layer's maths written out per expert (no stacking, no in-place update)."""
+    x_in = x if dropout_mask is None else x * dropout_mask
+    return base(x) + sum(gates[..., e:e + 1] * scales[e] * (x_in @ As[e].T @ Bs[e].T) for e in range(len(As)))
+
+
+def test_gradients_through_router_and_experts_match_explicit_sum():
+    """Backward through the stacked layer (its base output updated in place) gives the same
+    gradients for the input, every expert's A and B and the router as the per-expert sum."""
+    from loraocean.moe.layer import SoftmaxRouter
+
+    torch.manual_seed(0)
+    ranks, scales = (1, 3, 2), [2.0, 0.5, 1.0]
+    base = torch.nn.Linear(6, 5)
+    As = [torch.randn(r, 6) for r in ranks]
+    Bs = [torch.randn(5, r) for r in ranks]
+    layer = MoELinear(base, As, Bs, scales)
+    layer.router = SoftmaxRouter(6, 3)
+    x = torch.randn(2, 4, 6, requires_grad=True)
+    upstream = torch.randn(2, 4, 5)
+    (layer(x) * upstream).sum().backward()
+
+    ref_A = [a.clone().requires_grad_() for a in As]
+    ref_B = [b.clone().requires_grad_() for b in Bs]
+    ref_w = layer.router.weight.detach().clone().requires_grad_()
+    ref_x = x.detach().clone().requires_grad_()
+    gates = (ref_x @ ref_w.T).softmax(-1)
+    (_loop_reference(base, ref_A, ref_B, scales, ref_x, gates) * upstream).sum().backward()
+
+    torch.testing.assert_close(x.grad, ref_x.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.router.weight.grad, ref_w.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.lora_A.grad, torch.cat([a.grad for a in ref_A]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.lora_B.grad, torch.cat([b.grad for b in ref_B], 1), atol=1e-5, rtol=1e-5)
+    assert base.weight.grad is None
+
+
+def test_dropout_applies_to_the_experts_input_in_training_only():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    As, Bs, scales = [torch.randn(2, 6), torch.randn(3, 6)], [torch.randn(5, 2), torch.randn(5, 3)], [1.5, 0.5]
+    layer = MoELinear(base, As, Bs, scales, dropout=0.5)
+    x, gates = torch.randn(3, 6), torch.rand(3, 2).softmax(-1)
+    layer.external_gates = gates
+    torch.manual_seed(7)
+    got = layer(x)
+    torch.manual_seed(7)  # the same mask, drawn the way the layer draws it
+    mask = torch.nn.functional.dropout(torch.ones_like(x), 0.5, training=True)
+    assert 0 < int((mask == 0).sum()) < mask.numel()
+    with torch.no_grad():
+        torch.testing.assert_close(got, _loop_reference(base, As, Bs, scales, x, gates, mask), atol=1e-5, rtol=1e-5)
+        layer.eval()
+        torch.testing.assert_close(layer(x), _loop_reference(base, As, Bs, scales, x, gates), atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_layer_follows_the_float32_maths():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(16, 8)
+    As, Bs, scales = [torch.randn(2, 16), torch.randn(4, 16)], [torch.randn(8, 2), torch.randn(8, 4)], [2.0, 0.25]
+    x, gates = torch.randn(3, 16), torch.rand(3, 2).softmax(-1)
+    with torch.no_grad():
+        want = _loop_reference(base, As, Bs, scales, x, gates)
+        layer = MoELinear(base.to(torch.bfloat16), As, Bs, scales)
+        layer.external_gates = gates  # float32 gates, as a float32 router gives them
+        got = layer(x.to(torch.bfloat16))
+    assert got.dtype == torch.bfloat16 and layer.lora_A.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=0.1, rtol=0.02)
+
+
 def test_top_k_renormalise_by_hand():
     p = torch.tensor([[0.1, 0.5, 0.15, 0.25]])
     torch.testing.assert_close(top_k_renormalise(p, 2), torch.tensor([[0, 0.5 / 0.75, 0, 0.25 / 0.75]]))

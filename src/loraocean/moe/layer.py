@@ -85,7 +85,7 @@ class MoELinear(nn.Module):
         owner = torch.repeat_interleave(torch.arange(len(ranks)), torch.tensor(ranks, dtype=torch.long))
         self.register_buffer("owner", owner.to(device), persistent=False)
         self.ranks = ranks
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = dropout
         self.router: nn.Module | None = None
         self.external_gates: torch.Tensor | None = None
         self.last_gates: torch.Tensor | None = None
@@ -101,22 +101,33 @@ class MoELinear(nn.Module):
         return slice(start, start + self.ranks[e])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
+        # Kept to few tensor operations: in batch-1 decoding each one costs as much as the
+        # experts' arithmetic, and a model holds hundreds of these layers.
         if self.bypass:
-            return y
-        h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)  # (..., R)
+            return self.base(x)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])  # tokens x d_in: the in-place addmm_ below needs a 2-D non-view output
+        y = self.base(x)
+        x_in = F.dropout(x, self.dropout, self.training) if self.dropout else x
+        if x_in.dtype != self.lora_A.dtype:
+            x_in = x_in.to(self.lora_A.dtype)
+        h = F.linear(x_in, self.lora_A)  # (tokens, R)
         if self.external_gates is not None:
-            gates = self.external_gates
+            gates = self.external_gates.reshape(-1, self.n_experts)
         elif self.router is not None:
             gates = self.router(x, h, self)
         else:
             raise RuntimeError("MoELinear has neither a router nor external gates")
-        self.last_gates = gates
-        per_column = (gates.to(h.dtype) * self.scales.to(h.dtype))[..., self.owner]  # (..., R)
-        mixed = (h * per_column).to(y.dtype)
-        # y + mixed B^T as one fused multiply-add (no separate output-sized addition)
-        return torch.addmm(y.reshape(-1, y.shape[-1]), mixed.reshape(-1, mixed.shape[-1]),
-                           self.lora_B.to(y.dtype).t()).view(y.shape)
+        self.last_gates = gates.view(*lead, -1)
+        per_column = (gates * self.scales).index_select(-1, self.owner)  # (tokens, R)
+        mixed = h * per_column if per_column.dtype == h.dtype else h * per_column.to(h.dtype)
+        if mixed.dtype != y.dtype:
+            mixed = mixed.to(y.dtype)
+        # y += mixed B^T in place as one fused multiply-add: no output-sized temporary, and no
+        # output-sized copies in backward. Autograd allows it: the base product saves its input,
+        # not its output.
+        y.addmm_(mixed, self.lora_B.t() if self.lora_B.dtype == y.dtype else self.lora_B.to(y.dtype).t())
+        return y.view(*lead, -1)
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
