@@ -3,7 +3,7 @@
 1. LoRAMoE (E=8, r=4, FFN, dense routers) training step / one LoRA (r=4, same FFN modules, PEFT)
    training step, on the embedded SmolLM2-135M (goal <= 1.5).
 2. The stacked multi-expert Linear vs a per-expert loop of the same maths (r=4 and r=8), forward+backward on one
-   SmolLM2-sized MLP projection (goal >= 3x).
+   SmolLM2-sized MLP projection, for each way gates arise in a step (GATE_CASES) (goal >= 3x).
 3. X-LoRA greedy generation of 64 tokens: ours (one KV cache per pass) vs PEFT XLoraModel.generate
    (no cache), same output tokens (goal >= 5x).
 
@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from loraocean import models
 from loraocean.batching import pad_batch, Encoded
 from loraocean.moe import get_method, load_adapter
-from loraocean.moe.layer import MoELinear
+from loraocean.moe.layer import MoELinear, SoftmaxRouter
 
 
 class Time(float):
@@ -95,7 +96,8 @@ def bench_training(name: str, repeats: int) -> tuple[Time, Time]:
 
 
 class LoopMoE(nn.Module):
-    """The same maths with one (A_e, B_e) pair per expert and a Python loop (the baseline)."""
+    """The same maths with one (A_e, B_e) pair per expert and a Python loop (the baseline), written
+    as LoRAMoE's reference layer is: each expert's output scaled by its gate and added."""
 
     def __init__(self, base, As, Bs, scales):
         super().__init__()
@@ -111,29 +113,47 @@ class LoopMoE(nn.Module):
         return y
 
 
-def bench_layer(repeats: int, r: int) -> tuple[Time, Time, Time]:
+# How the gates arise in a training step, and who trains: LoRAMoE and Rocket train a router and
+# the experts; X-LoRA, MoLE and Rocket's router-only option train the gates over frozen experts;
+# fixed gates with trained experts (no method's step, the case least favourable to stacking: no
+# gate gradient, which the loop pays once per expert on output-sized tensors).
+GATE_CASES = {"router+experts": (True, True), "router, frozen experts": (True, False),
+              "fixed gates": (False, True)}
+
+
+def bench_layer(repeats: int, r: int, case: str) -> tuple[Time, Time, Time]:
+    """forward + backward of one layer, the output gradient a dense tensor as inside a network."""
     torch.manual_seed(0)
     d_in, d_out, n_exp, tokens = 576, 1536, 8, 2048
+    routed, train_experts = GATE_CASES[case]
     base = nn.Linear(d_in, d_out, bias=False)
     As = [torch.randn(r, d_in) * 0.02 for _ in range(n_exp)]
     Bs = [torch.randn(d_out, r) * 0.02 for _ in range(n_exp)]
     scales = [2.0] * n_exp
     stacked = MoELinear(base, As, Bs, scales)
     loop = LoopMoE(base, As, Bs, scales)
+    for p in (stacked.lora_A, stacked.lora_B, *loop.A, *loop.B):
+        p.requires_grad_(train_experts)
     x = torch.randn(tokens, d_in, requires_grad=True)
-    gates = torch.rand(tokens, n_exp).softmax(-1)
-    stacked.external_gates = gates
+    grad = torch.randn(tokens, d_out)
+    if routed:  # LoRAMoE's router: softmax(W_g x), W_g trained; the same weights in both
+        stacked.router = SoftmaxRouter(d_in, n_exp)
+        w_g = nn.Parameter(stacked.router.weight.detach().clone())
+        loop_gates = lambda: F.linear(x, w_g).softmax(-1)  # noqa: E731
+    else:
+        stacked.external_gates = fixed = torch.rand(tokens, n_exp).softmax(-1)
+        loop_gates = lambda: fixed  # noqa: E731
     with torch.no_grad():
-        assert torch.allclose(stacked(x), loop(x, gates), atol=1e-4)
+        assert torch.allclose(stacked(x), loop(x, loop_gates()), atol=1e-4)
 
     def run_stacked():
-        stacked(x).sum().backward()
+        stacked(x).backward(grad)
 
     def run_loop():
-        loop(x, gates).sum().backward()
+        loop(x, loop_gates()).backward(grad)
 
     def run_base():
-        base(x).sum().backward()
+        base(x).backward(grad)
 
     return timed(run_stacked, repeats), timed(run_loop, repeats), timed(run_base, repeats)
 
@@ -215,16 +235,17 @@ def main() -> None:
           f"load average {' '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
 
     # r=4 is LoRAMoE's reference default (as in [train] below); r=8 a common library rank.
-    for r in (4, 8):
-        t_stacked, t_loop, t_base = bench_layer(repeats * 2, r)
-        print(f"[layer] 2048 tokens, 576->1536, E=8, r={r}, fwd+bwd: base {t_base * 1e3:.1f} ms, "
-              f"stacked {t_stacked * 1e3:.1f} ms, per-expert loop {t_loop * 1e3:.1f} ms; "
-              f"loop / stacked = {t_loop / t_stacked:.2f}x wall, {t_loop.cpu / t_stacked.cpu:.2f}x CPU time "
-              f"(goal >= 3; at most {t_loop / t_base:.2f}x if the experts cost nothing)")
-        # The frozen W0 x product is the same in both; the experts' part is what the stacking changes.
-        print(f"[layer] r={r}, experts' part only (minus the base product): loop / stacked = "
-              f"{(t_loop - t_base) / (t_stacked - t_base):.2f}x wall, "
-              f"{(t_loop.cpu - t_base.cpu) / (t_stacked.cpu - t_base.cpu):.2f}x CPU time")
+    print("[layer] one SmolLM2-sized MLP projection (2048 tokens, 576->1536, E=8), forward+backward; "
+          "goal: per-expert loop / stacked >= 3")
+    for case in GATE_CASES:
+        for r in (4, 8):
+            t_stacked, t_loop, t_base = bench_layer(repeats * 2, r, case)
+            # The frozen W0 x product is the same in both; the experts' part is what stacking changes.
+            print(f"[layer] {case}, r={r}: base {t_base * 1e3:.1f} ms, stacked {t_stacked * 1e3:.1f} ms, "
+                  f"loop {t_loop * 1e3:.1f} ms; loop / stacked = {t_loop / t_stacked:.2f}x wall "
+                  f"({t_loop.cpu / t_stacked.cpu:.2f}x CPU); experts' part alone "
+                  f"{(t_loop - t_base) / (t_stacked - t_base):.1f}x; at most {t_loop / t_base:.2f}x "
+                  "if the experts cost nothing")
 
     t_moe, t_single = bench_training(args.model, repeats)
     print(f"[train] batch 8x128: LoRAMoE E=8 step {t_moe:.2f} s, single LoRA step {t_single:.2f} s; "
