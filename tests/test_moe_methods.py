@@ -65,6 +65,30 @@ def test_training_lowers_target_loss(adapters, data, name, options, library):
         assert all(not p.requires_grad for p in moe.base.parameters())
 
 
+@pytest.mark.parametrize("name,options", [("loramoe", {}), ("xlora", {"depth": 2, "hidden": 16, "dropout": 0.0})])
+def test_answer_only_head_equals_full_loss_and_gradients(adapters, data, name, options):
+    """MoE models pass `logits_to_keep` on to the transformers model (as PEFT's do), so the
+    trainer's answer-only loss applies to them: same loss and gradients as the full-logits loss."""
+    from loraocean.models.calling import takes_logits_to_keep
+    from loraocean.trainer import answer_loss
+
+    _, encoded, tok = data
+    method = get_method(name)
+    moe = method.build(load("tiny-llama")[0], [load_adapter(p) for p in adapters], method.make_config(options))
+    moe.eval()  # no dropout: both losses see the same network
+    batch = pad_batch(encoded[:6], tok.pad_token_id)
+    assert takes_logits_to_keep(moe)
+    full = moe(**batch).loss
+    full.backward()
+    want = {n: p.grad.clone() for n, p in moe.named_parameters() if p.requires_grad}
+    moe.zero_grad()
+    fast = answer_loss(moe, batch)
+    fast.backward()
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    assert want and all(torch.allclose(p.grad, want[n], rtol=1e-4, atol=1e-6)
+                        for n, p in moe.named_parameters() if p.requires_grad)
+
+
 @pytest.mark.parametrize("name", sorted(all_methods()))
 def test_save_load_identical_logits(adapters, data, tmp_path, name):
     if name not in {"base", "uniform", "single", "lorahub", "arrow", "loramoe", "rocket", "xlora", "mole"} \

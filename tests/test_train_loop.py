@@ -9,7 +9,8 @@ from conftest import bigbench_task
 from loraocean.batching import encode, pad_batch
 from loraocean.models import load
 from loraocean.tasks import load_split
-from loraocean.trainer import TrainConfig, answer_loss, supports_logits_to_keep, train
+from loraocean.models.calling import takes_logits_to_keep
+from loraocean.trainer import TrainConfig, answer_loss, train
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -17,7 +18,7 @@ def test_answer_loss_equals_transformers_loss_and_grads(family):
     model, tok = load(f"tiny-{family}")
     examples = load_split(bigbench_task("intent_recognition"), "train", limit=6)
     batch = pad_batch([encode(ex, tok, max_length=80) for ex in examples], tok.pad_token_id)
-    assert supports_logits_to_keep(model)
+    assert takes_logits_to_keep(model)
     full = model(**batch).loss
     full.backward()
     want = {n: p.grad.clone() for n, p in model.named_parameters()}

@@ -13,7 +13,6 @@ The loss is the same mean token cross-entropy over answer tokens as transformers
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ import torch
 
 from loraocean.batching import Encoded, length_grouped, pad_batch
 from loraocean.errors import TrainingError
+from loraocean.models.calling import takes_logits_to_keep
 
 
 @dataclass
@@ -67,15 +67,6 @@ def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     return fn
 
 
-def supports_logits_to_keep(model) -> bool:
-    """True when the (PEFT-wrapped or plain) transformers model's forward takes `logits_to_keep`."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return "logits_to_keep" in inspect.signature(inner.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled (answer) tokens, computing logits only at
     the positions that predict them (a boolean (batch, length) `logits_to_keep`)."""
@@ -114,7 +105,7 @@ def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(cfg.warmup_ratio * total)))
     log = TrainLog()
-    fast_loss = cfg.answer_logits_only and supports_logits_to_keep(model)
+    fast_loss = cfg.answer_logits_only and takes_logits_to_keep(model)
     model.train()
     start = time.perf_counter()
     epoch = 0

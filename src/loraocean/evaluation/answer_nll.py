@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from loraocean.batching import IGNORE, Encoded, encode, pad_batch
-from loraocean.evaluation.choice import forward_params, pad_id_of
+from loraocean.evaluation.choice import pad_id_of
+from loraocean.models.calling import cache_name, output_cache, takes_logits_to_keep
 
 
 @dataclass
@@ -76,14 +77,13 @@ def prepare(encoded: list[Encoded], pad_id: int, batch_size: int = 8, share_pref
 def score(model, prepared: Prepared) -> list[tuple[float, int]]:
     """Per example (sum of answer-token negative log-likelihoods, number of answer tokens)."""
     device = next(model.parameters()).device
-    params = forward_params(model)
-    trim = "logits_to_keep" in params
-    cache_name = "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
+    trim = takes_logits_to_keep(model)
+    cache_kw = cache_name(model)
     prefix_cache = None
     if prepared.prefix:
         ids = torch.tensor([prepared.prefix], device=device)
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-        prefix_cache = getattr(out, "cache", None) or out.past_key_values
+        prefix_cache = output_cache(out)
     result: list[tuple[float, int]] = [(0.0, 0)] * prepared.n
     for b in prepared.batches:
         kwargs = dict(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device),
@@ -91,7 +91,7 @@ def score(model, prepared: Prepared) -> list[tuple[float, int]]:
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)  # the forward appends to it
             cache.reorder_cache(torch.zeros(len(b.indices), dtype=torch.long, device=device))
-            kwargs[cache_name] = cache
+            kwargs[cache_kw] = cache
         if trim:
             kwargs["logits_to_keep"] = b.keep + 1
         logits = model(**kwargs).logits[:, -(b.keep + 1):-1].float()

@@ -12,13 +12,13 @@ transformers nor PEFT offers shared-prefix scoring of several continuations.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 
 from loraocean.batching import split_encode
+from loraocean.models.calling import cache_name, output_cache, takes_logits_to_keep
 from loraocean.tasks.example import Example
 from loraocean.tasks.prompts import render
 
@@ -53,28 +53,14 @@ def model_max_length(model, default: int = 2048) -> int:
     return int(getattr(config, "max_position_embeddings", None) or default)
 
 
-def forward_params(model) -> set[str]:
-    """Keyword names the model's forward accepts (a PEFT wrapper passes its base model's on)."""
-    names = set(inspect.signature(model.forward).parameters)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else None
-    if base is not None and base is not model:
-        names |= set(inspect.signature(base.forward).parameters)
-    return names
-
-
 def _forward(model, ids, mask, positions, past=None, last_only=False):
-    """Log-probabilities (fp32) and the KV cache. transformers 5 renamed `past_key_values` to
-    `cache`; a wrapper that declares neither (an MoE checkpoint) gets the old name. `last_only`
-    asks HF models for the last position's logits only (`logits_to_keep`)."""
-    params = forward_params(model)
-    kwargs = {"cache" if "cache" in params else "past_key_values": past}
-    if last_only and "logits_to_keep" in params:
+    """Log-probabilities (fp32) and the KV cache. `last_only` asks for the last position's
+    logits only (`logits_to_keep`) where the model takes it."""
+    kwargs = {cache_name(model): past}
+    if last_only and takes_logits_to_keep(model):
         kwargs["logits_to_keep"] = 1
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
-    cache = getattr(out, "cache", None)
-    if cache is None:
-        cache = getattr(out, "past_key_values", None)
-    return out.logits.float().log_softmax(-1), cache
+    return out.logits.float().log_softmax(-1), output_cache(out)
 
 
 def _repeat_cache(cache, index: torch.Tensor) -> None:

@@ -10,11 +10,10 @@ X-LoRA subclasses it (two passes per forward).
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
+from loraocean.models.calling import cache_kwargs
 from loraocean.moe.experts import Expert
 from loraocean.moe.layer import MoELinear, moe_layers
 
@@ -38,6 +37,11 @@ class MoEModel(nn.Module):
     @property
     def device(self):
         return next(self.base.parameters()).device
+
+    def get_base_model(self) -> nn.Module:
+        """The transformers model inside (as PEFT's wrappers name it): keywords its forward takes,
+        such as `logits_to_keep`, pass through ours."""
+        return self.base
 
     def layers(self) -> dict[str, MoELinear]:
         return moe_layers(self.base)
@@ -90,14 +94,6 @@ class MoEModel(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
-
-
-def cache_kwargs(base, cache) -> dict:
-    """{name: cache} under the name the base model's forward takes (`cache` since transformers 5)."""
-    if cache is None:
-        return {}
-    params = inspect.signature(base.forward).parameters
-    return {"cache" if "cache" in params else "past_key_values": cache}
 
 
 def _lookup(roots: dict[str, nn.Module], dotted: str) -> torch.Tensor:

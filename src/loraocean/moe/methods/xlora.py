@@ -14,7 +14,6 @@ every token. `XLoRAModel.generate` is our greedy loop with the two caches.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +21,8 @@ from torch import nn
 
 from loraocean.errors import ConfigError
 from loraocean.moe.layer import inject
-from loraocean.moe.model import MoEModel, cache_kwargs, freeze_base
+from loraocean.models.calling import cache_kwargs, takes_logits_to_keep
+from loraocean.moe.model import MoEModel, freeze_base
 from loraocean.moe.registry import register_method
 
 
@@ -184,8 +184,7 @@ class XLoRAModel(MoEModel):
         mask = torch.ones_like(ids) if attention_mask is None else attention_mask
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         cache, step = None, ids
-        only_last = ({"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.base.forward).parameters
-                     else {})
+        only_last = {"logits_to_keep": 1} if takes_logits_to_keep(self.base) else {}
         for _ in range(max_new_tokens):
             positions = (mask.cumsum(-1) - 1).clamp_min(0)
             if use_cache:
