@@ -113,3 +113,51 @@ def test_choice_scoring_with_both_caches_equals_uncached(adapters):
                 logp = model(input_ids=torch.tensor([ctx + cont])).logits.log_softmax(-1)[0]
             want.append(sum(logp[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont)))
         assert pred["logprobs"] == pytest.approx(want, abs=1e-4)
+
+
+def test_generation_ends_rows_at_stop_strings(adapters):
+    """With stop_strings (as transformers' generate takes them) a row ends once its decoded
+    continuation holds one; the other rows go on exactly as without them."""
+    from loraocean.errors import ConfigError
+
+    model = ours(adapters, depth=2, hidden=16).eval()
+    _, tok = load("tiny-llama")
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]])
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    full = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0)
+    stop = tok.decode(full[0, 6:10], skip_special_tokens=True)  # row 0's first four new tokens
+    assert stop.strip() and stop not in tok.decode(full[1, 6:], skip_special_tokens=True)
+    got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0,
+                         stop_strings=[stop], tokenizer=tok)
+    assert torch.equal(got[0, :10], full[0, :10]) and bool((got[0, 10:] == 0).all())
+    assert torch.equal(got[1], full[1])
+    alone = model.generate(input_ids=ids[:1], attention_mask=mask[:1], max_new_tokens=10, pad_token_id=0,
+                           stop_strings=stop, tokenizer=tok)
+    assert torch.equal(alone, full[:1, :10])  # decoding ended after the fourth token
+    with pytest.raises(ConfigError, match="tokenizer"):
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, stop_strings=[stop])
+
+
+def test_generation_tasks_pass_stop_strings_to_xlora(adapters, monkeypatch):
+    """The evaluation's generate step hands its stop strings to an X-LoRA model (an MoE model
+    counts as a transformers model through get_base_model) and gets the same texts as without."""
+    from loraocean.evaluation.generate import generate_texts
+    from loraocean.moe.methods.xlora import XLoRAModel
+
+    model = ours(adapters, depth=2, hidden=16).eval()
+    _, tok = load("tiny-llama")
+    prompts = ["the cat sat", "a b c d e"]
+    plain = generate_texts(model, tok, prompts, max_new_tokens=8)
+    stop = plain[0][len(plain[0]) // 2:][:3]
+    assert stop.strip()
+    seen = {}
+    original = XLoRAModel.generate
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(XLoRAModel, "generate", spy)
+    cut = generate_texts(model, tok, prompts, max_new_tokens=8, stop=[stop])
+    assert seen.get("stop_strings") == [stop] and seen.get("tokenizer") is tok
+    assert cut == [t[:t.index(stop)] if stop in t else t for t in plain]

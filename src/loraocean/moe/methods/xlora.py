@@ -173,10 +173,16 @@ class XLoRAModel(MoEModel):
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, max_new_tokens: int = 32,
                  do_sample: bool = False, eos_token_id=None, pad_token_id=None, use_cache: bool = True,
-                 **unused):
-        """Greedy decoding with one KV cache per pass (left padding supported)."""
+                 stop_strings=None, tokenizer=None, **unused):
+        """Greedy decoding with one KV cache per pass (left padding supported). A row ends at
+        an end-of-sequence token or, given `stop_strings` and `tokenizer` (as transformers'
+        generate takes them), once its decoded continuation contains one of them; finished rows
+        are filled with `pad_token_id`, and decoding stops when every row has finished."""
         if do_sample:
             raise ConfigError("X-LoRA generation is greedy only (do_sample=False)")
+        stops = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
+        if stops and tokenizer is None:
+            raise ConfigError("X-LoRA generation with stop_strings needs tokenizer=")
         eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int)
                                                else list(eos_token_id))
         pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
@@ -200,7 +206,10 @@ class XLoRAModel(MoEModel):
             ids = torch.cat([ids, nxt[:, None]], 1)
             mask = torch.cat([mask, torch.ones_like(nxt[:, None])], 1)
             step = nxt[:, None]
-            if eos and bool(done.all()):
+            for row in (~done).nonzero().flatten().tolist() if stops else []:
+                text = tokenizer.decode(ids[row, input_ids.shape[1]:], skip_special_tokens=True)
+                done[row] = any(s in text for s in stops)
+            if bool(done.all()):
                 break
         return ids
 
