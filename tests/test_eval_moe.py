@@ -31,5 +31,10 @@ def test_moe_checkpoint_scores_and_generation(method, smoke_library, tmp_path):
                 logp = moe(input_ids=torch.tensor([ctx + cont])).logits[0].float().log_softmax(-1)
             assert lp == pytest.approx(sum(logp[len(ctx) - 1 + j, c].item() for j, c in enumerate(cont)), abs=1e-4)
     prompts = ["hello", "a b c d e f g"]
-    assert generate_texts(moe, tok, prompts, 5, batch_size=2) == [generate_texts(moe, tok, [p], 5, batch_size=1)[0]
-                                                                  for p in prompts]
+    texts = generate_texts(moe, tok, prompts, 5, batch_size=2)
+    assert texts == [generate_texts(moe, tok, [p], 5, batch_size=1)[0] for p in prompts]
+    # stop strings reach the MoE model's generate: the same texts, cut at the stop
+    stop = texts[0][len(texts[0]) // 2:][:2]
+    assert stop.strip()
+    assert generate_texts(moe, tok, prompts, 5, stop=[stop]) == [t[:t.index(stop)] if stop in t else t
+                                                                 for t in texts]
