@@ -38,24 +38,15 @@ class Time(float):
 
 
 def timed(fn, repeats: int, warmup: int = 1) -> Time:
+    return timed_interleaved([fn], repeats, warmup)[0]
+
+
+def timed_interleaved(fns: list, repeats: int, warmup: int = 1) -> list[Time]:
+    """Median wall and CPU time of each function, run in turns (one call of each per round), so
+    that all of them see the same machine and allocator state rather than one after the other."""
     for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    out = Time(statistics.median(wall))
-    out.cpu = statistics.median(cpu)
-    return out
-
-
-def timed_interleaved(fns: list, repeats: int) -> list[Time]:
-    """Like `timed` for several functions, run in turns (one call of each per round), so that
-    all of them see the same machine and allocator state rather than one after the other."""
-    for fn in fns:
-        fn()
+        for fn in fns:
+            fn()
     wall, cpu = [[] for _ in fns], [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
@@ -134,9 +125,10 @@ class LoopMoE(nn.Module):
 
 
 # How the gates arise in a training step, and who trains: LoRAMoE and Rocket train a router and
-# the experts; X-LoRA, MoLE and Rocket's router-only option train the gates over frozen experts;
-# fixed gates with trained experts (no method's step, the case least favourable to stacking: no
-# gate gradient, which the loop pays once per expert on output-sized tensors).
+# the experts; X-LoRA, MoLE and Rocket's router-only option train the gates over frozen experts
+# (the loop then does the least extra work, so stacking gains least); fixed gates with trained
+# experts is no method's step (no gate gradient, which the loop pays once per expert on
+# output-sized tensors).
 GATE_CASES = {"router+experts": (True, True), "router, frozen experts": (True, False),
               "fixed gates": (False, True)}
 
