@@ -9,6 +9,7 @@ models, `MoEModel`) passes keywords on to that model, so its names count too.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 
@@ -17,13 +18,19 @@ def forward_params(model) -> set[str]:
     names: set[str] = set()
     inner = model.get_base_model() if hasattr(model, "get_base_model") else None
     for m in (model, inner):
-        if m is None:
-            continue
-        try:
-            names |= set(inspect.signature(m.forward).parameters)
-        except (TypeError, ValueError):  # a forward with no introspectable signature
-            pass
+        if m is not None:
+            names |= _param_names(getattr(m.forward, "__func__", m.forward))
     return names
+
+
+@functools.lru_cache(maxsize=256)
+def _param_names(function) -> frozenset[str]:
+    """Parameter names of a forward function, read once per function: callers ask on every
+    forward pass (decoding asks per token), and `inspect.signature` is not free."""
+    try:
+        return frozenset(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # a forward with no introspectable signature
+        return frozenset()
 
 
 def takes_logits_to_keep(model) -> bool:
