@@ -61,8 +61,10 @@ def resolve(name: str) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def quiet_loading():
-    """transformers' per-load progress bars ("Loading weights", GGUF de-quantizing) off for the
-    block: a study loads local models many times and its own progress display is what matters."""
+    """transformers' per-load progress bars ("Loading weights") off for the block: a study loads
+    local models many times and its own progress display is what matters. (The one-time GGUF
+    conversion of the embedded model still shows its bar: transformers draws it with tqdm
+    directly, not through this switch.)"""
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()
