@@ -1,4 +1,5 @@
-"""`loraocean moe`: fit an MoE method over library LoRAs, inspect a checkpoint, export routing."""
+"""`loraocean moe`: fit an MoE method over library LoRAs, inspect a checkpoint, export routing, export
+a checkpoint as a PEFT folder."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="LoRA mixture-of-experts methods: fit, show, routing, methods.", no_args_is_help=True)
+app = typer.Typer(help="LoRA mixture-of-experts methods: fit, show, routing, export, methods.", no_args_is_help=True)
 
 
 def parse_options(items: list[str] | None) -> dict:
@@ -111,6 +112,26 @@ def routing_command(
     json_path, csv_path = write_routing(stats, out)
     typer.echo(f"{len(stats['layers'])} layers x {len(stats['experts'])} experts over {stats['tokens']} tokens; "
                f"wrote {json_path} and {csv_path}")
+
+
+@app.command("export")
+def export_command(
+    path: Path = typer.Argument(..., help="An MoE checkpoint folder."),
+    to: str = typer.Option("peft", "--to", help="Target format: peft."),
+    out: Path = typer.Argument(..., help="Folder to write (appears only when complete)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Write a checkpoint as a PEFT folder: one LoRA for uniform, single, the merges and LoraHub;
+    PEFT's X-LoRA layout for xlora. Other methods: see docs/checkpoint-format.md."""
+    from loraocean.errors import ConfigError
+    from loraocean.moe.export import export_peft
+
+    if to != "peft":
+        raise ConfigError(f"--to {to!r}: the only export format is peft")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; choose another folder or pass --overwrite")
+    layout = export_peft(path, out, overwrite=overwrite)
+    typer.echo(f"wrote {out} ({'PEFT X-LoRA folder' if layout == 'xlora' else 'PEFT LoRA adapter'})")
 
 
 @app.command("methods")

