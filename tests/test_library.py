@@ -108,8 +108,12 @@ def test_import_checks_fit_and_export_writes_model_card(small_lib, tmp_path, tin
         import_adapter(small_lib, plain, "tiny-gpt2", "x", model=gpt2)
     out = export_adapter(small_lib, "tiny-llama", TASKS[0], tmp_path / "export")
     readme = (out / "README.md").read_text()
-    assert "base_model: tiny-llama" in readme and "PeftModel.from_pretrained" in readme
+    assert "base_model:" not in readme  # a tiny test model has no hub id
+    assert 'model = PeftModel.from_pretrained(base, "export")' in readme
+    assert 'base, _ = loraocean.models.load("tiny-llama")' in readme
     assert f"| r | {SMOKE.r} |" in readme
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] is None  # not the local folder it was trained from
     assert sha256_file(out / WEIGHTS) == sha256_file(src / WEIGHTS)
     # an exported folder (PEFT files + card) adds to another library as is
     other = Library(tmp_path / "lib2")
@@ -118,6 +122,20 @@ def test_import_checks_fit_and_export_writes_model_card(small_lib, tmp_path, tin
     assert other.verify().clean
     with pytest.raises(LoraOceanError, match="already exists"):
         other.add(out)
+
+
+def test_cards_of_the_embedded_base_name_its_hub_original():
+    from loraocean.library.share import model_card, public_card
+
+    card = {"model": "smollm2-135m", "task": "bb_snarks", "preset": {"name": "lite", "r": 8},
+            "imported_from": {"path": "/home/me/adapters/snarks"},
+            "base_model_in_adapter": "/home/me/.cache/loraocean/models/smollm2-135m"}
+    readme = model_card(card, "me/loras", subfolder="smollm2-135m/bb_snarks")
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in readme
+    assert "de-quantized" in readme and "Q4_1" in readme
+    assert 'AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in readme
+    assert 'PeftModel.from_pretrained(base, "me/loras", subfolder="smollm2-135m/bb_snarks")' in readme
+    assert "/home/me" not in readme and "/home/me" not in json.dumps(public_card(card))
 
 
 def test_import_refuses_shape_mismatch(tmp_path, tiny_llama):

@@ -1,4 +1,4 @@
-"""`loraocean library`: list, show, verify, import, export and build a LoRA library."""
+"""`loraocean library`: list, show, verify, import, export, pull, push and build a LoRA library."""
 
 from __future__ import annotations
 
@@ -108,6 +108,41 @@ def export(model: str = typer.Argument(..., help="Base model name."),
 
     export_adapter(Library(root), model, task, out, overwrite=overwrite)
     typer.echo(f"exported to {out}")
+
+
+@app.command("pull")
+def pull(repo_id: str = typer.Argument(..., help="Hub repo holding PEFT adapter folders, e.g. org/loras."),
+         root: Path = typer.Option(..., help=ROOT_HELP),
+         revision: str = typer.Option(None, help="Branch, tag or commit (default: main); the commit got is recorded in each card."),
+         map_: Path = typer.Option(None, "--map", help="YAML file: folder in the repo -> task name (or {task, model}); only mapped folders are pulled."),
+         model: str = typer.Option(None, help="Base model of the adapters (default: the map's or their card.json's)."),
+         overwrite: bool = typer.Option(False, help="Replace existing entries.")) -> None:
+    """Download a hub collection of PEFT adapters and import each one, checked against the base model."""
+    from loraocean.library.hub import pull as run_pull
+
+    pulled = run_pull(repo_id, root, revision=revision, mapping=map_, model=model, overwrite=overwrite)
+    commit = pulled[0].entry.card["imported_from"]["revision"]
+    for p in pulled:
+        typer.echo(f"  {p.path_in_repo} -> {p.model} / {p.task}")
+    typer.echo(f"pulled {len(pulled)} adapters from {repo_id}@{commit[:12]} into {root}")
+
+
+@app.command("push")
+def push(root: Path = typer.Argument(..., help=ROOT_HELP),
+         repo_id: str = typer.Argument(..., help="Hub repo to upload to (created if missing), e.g. me/my-loras."),
+         tasks: str = typer.Option(None, help="Comma-separated tasks to push (default: all)."),
+         model: str = typer.Option(None, help="Only this base model's adapters."),
+         private: bool = typer.Option(False, help="Create the repo private."),
+         revision: str = typer.Option(None, help="Branch to commit to (default: main).")) -> None:
+    """Upload library adapters with model cards (hub base model, task, data, hyperparameters, metrics)."""
+    from loraocean.library import Library
+    from loraocean.library.hub import push as run_push
+
+    lib = Library(root)
+    wanted = set(_split(tasks)) if tasks else None
+    entries = [e for e in lib.list() if (wanted is None or e.task in wanted) and model in (None, e.model)]
+    oid = run_push(lib, repo_id, entries, private=private, revision=revision)
+    typer.echo(f"pushed {len(entries)} adapters to https://huggingface.co/{repo_id} (commit {oid[:12]})")
 
 
 @app.command("build")
