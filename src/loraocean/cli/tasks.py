@@ -1,4 +1,4 @@
-"""`loraocean tasks`: the task catalog (list, show, prepare, validate)."""
+"""`loraocean tasks`: the task catalog (list, show, prepare, validate, export)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="The task catalog: list, show, prepare and validate tasks.", no_args_is_help=True)
+app = typer.Typer(help="The task catalog: list, show, prepare, validate and export tasks.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -82,8 +82,9 @@ def prepare(
     task: str = typer.Argument(..., help="Task name, or bigbench:PATH (a task.json, its folder, "
                                          "or a folder of tasks: each is prepared)."),
     from_path: Optional[Path] = typer.Option(None, "--from",
-                                             help="Local files in the data set's hub layout "
-                                                  "(Parquet / JSON / JSONL) instead of the hub."),
+                                             help="Local files instead of the source: in the data "
+                                                  "set's hub layout (Parquet / JSON / JSONL), or in "
+                                                  "the alpaca layout (instruction, input, output)."),
     out: Optional[Path] = typer.Option(None, "--out",
                                        help="Output folder (default $LORAOCEAN_HOME/tasks/TASK; "
                                             "for a folder of BIG-bench tasks, one sub-folder each)."),
@@ -155,3 +156,53 @@ def validate(
         sample = ", ".join(f"{a}={b}" for a, b in leak.ids[:5])
         typer.echo(f"leakage: {len(leak.ids)} inputs in both {leak.splits[0]} and "
                    f"{leak.splits[1]} (e.g. {sample})")
+
+
+EXPORT_FORMATS = ("lm-eval", "opencompass", "alpaca")
+
+
+@app.command("export")
+def export(
+    task: str = typer.Argument(..., help="Task name or bigbench:PATH."),
+    out: Path = typer.Argument(..., help="Folder to write into."),
+    to: str = typer.Option(..., "--to", help="lm-eval (task YAML + JSONL), opencompass (config + "
+                                             "JSONL) or alpaca (train/dev/test.json)."),
+    model: str = typer.Option("smollm2-135m", help="Model whose prompt template (chat or plain) the "
+                                                   "prompts are rendered with (lm-eval, opencompass)."),
+    split: str = typer.Option("test", help="Split to export (lm-eval, opencompass; alpaca writes all three)."),
+    limit: Optional[int] = typer.Option(None, help="A seeded subset of at most this many examples (per split)."),
+    seed: int = typer.Option(0, help="Seed of the --limit subset."),
+    adapter: Optional[str] = typer.Option(None, help="opencompass: a LoRA folder or MoE checkpoint "
+                                                     "the config puts on the model."),
+) -> None:
+    """Write a task for another harness: the same examples and prompts as `loraocean eval`."""
+    from loraocean.errors import ConfigError
+    from loraocean.tasks import SPLITS, get_task, load_split
+
+    if to not in EXPORT_FORMATS:
+        raise ConfigError(f"--to {to!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    spec = get_task(task)
+    if to == "alpaca":
+        from loraocean.tasks import alpaca
+
+        paths = alpaca.write({s: load_split(spec, s, limit=limit, seed=seed) for s in SPLITS}, out)
+        typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
+        return
+    from loraocean import models
+
+    examples = load_split(spec, split, limit=limit, seed=seed)
+    tokenizer = models.load(model)[1]
+    if to == "lm-eval":
+        from loraocean.evaluation.lm_eval_bridge import write_lm_eval_task
+
+        path = write_lm_eval_task(spec, examples, tokenizer, out)
+        typer.echo(f"wrote {path} ({len(examples)} examples); run it with "
+                   f"`loraocean lm-eval --model loraocean --model_args model={model} "
+                   f"--tasks {spec.name} --include_path {out}`")
+    else:
+        from loraocean.evaluation.opencompass_bridge import write_opencompass_task
+
+        _, config = write_opencompass_task(spec, examples, tokenizer, out, model_name=model,
+                                           adapter=adapter)
+        typer.echo(f"wrote {config} ({len(examples)} examples); run it with `opencompass {config}` "
+                   "in OpenCompass's environment (see integrations/opencompass/README.md)")

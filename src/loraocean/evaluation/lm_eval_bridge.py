@@ -5,7 +5,10 @@
   scorer (`choice.score_tokens`), so lm-eval's multiple-choice tasks run with one context pass per
   question.
 - `write_lm_eval_task`: writes our unified examples as JSONL plus an lm-eval task YAML over it, so
-  lm-eval runs our tasks offline with exactly our prompts.
+  lm-eval runs our tasks offline with exactly our prompts (`loraocean tasks export --to lm-eval`).
+- `run_cli(args)`: lm-eval's own command line with `loraocean` registered (`loraocean lm-eval ...`).
+  lm-eval releases with plugin discovery (the `lm_eval.models` entry-point group, lm-eval PR #4013;
+  not 0.4.13) find the model through our entry point, so there `lm-eval --model loraocean` works too.
 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -42,25 +45,31 @@ class LoraOceanLM(LM):
 
     `model` is a model object (then `tokenizer` is required) or a name for `loraocean.models.load`;
     `adapter` is a LoRA folder or MoE checkpoint put on it with `loraocean.evaluation.attach`.
-    From the lm-eval command line: `--model loraocean --model_args model=smollm2-135m,adapter=DIR`
-    (after `import loraocean.evaluation.lm_eval_bridge`, which registers the name).
+    From the command line: `loraocean lm-eval --model loraocean --model_args
+    model=smollm2-135m,adapter=DIR ...`. `batch_size` "auto" (lm-eval's option) means 16;
+    `max_batch_size` is accepted and unused; a cuda `device` on a machine without one means the
+    default device.
     """
 
     def __init__(self, model="smollm2-135m", adapter=None, tokenizer=None, batch_size=16,
-                 max_length=None, device=None):
+                 max_length=None, device=None, max_batch_size=None):
         super().__init__()
         from loraocean.evaluation.attach import attach
 
         if isinstance(model, str):
+            import torch
+
             from loraocean.models import load
 
+            if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+                device = None  # lm-eval's CLI asks for cuda:0 by default; as its HFLM, use what there is
             model, tokenizer = load(model, device=device)
         if tokenizer is None:
             raise ValueError("LoraOceanLM needs the tokenizer when given a model object")
         if adapter:
             model = attach(model, adapter)
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size = int(batch_size)
+        self.batch_size = 16 if str(batch_size).startswith("auto") else int(batch_size)
         self.max_length = int(max_length or model_max_length(model))
 
     @property
@@ -128,6 +137,21 @@ class LoraOceanLM(LM):
             for i, text in zip(members, texts):
                 out[i] = text
         return out
+
+
+def run_cli(args: list[str]) -> None:
+    """Run lm-eval's command line (`lm-eval run ...`, `lm-eval ls tasks`, ...) on `args`, in this
+    process, where importing this module has registered the `loraocean` model."""
+    import sys
+
+    from lm_eval.__main__ import cli_evaluate
+
+    saved = sys.argv
+    sys.argv = ["lm-eval", *args]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
 
 
 def write_lm_eval_task(spec: TaskSpec, examples: list[Example], tokenizer, out_dir: str | Path,

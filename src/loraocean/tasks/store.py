@@ -11,6 +11,7 @@ folder is `$LORAOCEAN_HOME/tasks/<task>`; `load_split` reads a task from there w
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,9 +30,16 @@ def store_dir(task: str) -> Path:
 
 
 def source_splits(spec: TaskSpec, from_path=None) -> dict[str, list[Example]]:
-    """All of a task's examples by our split, read from its source (or local files)."""
+    """All of a task's examples by our split, read from its source (or local files: in the
+    source's hub layout, or in the alpaca layout, whose split files are our splits)."""
+    from loraocean.tasks import alpaca
     from loraocean.tasks.sources import read
 
+    if from_path is not None and alpaca.is_alpaca(from_path):
+        data = alpaca.read(from_path, spec)
+        policy = spec.split_policy if isinstance(data, list) else \
+            replace(spec.split_policy, kind="native", source_splits=())
+        return apply_policy(data, policy, spec.name)
     data = read(spec.source, spec.name, from_path=from_path)
     return apply_policy(data, spec.split_policy, spec.name)
 
