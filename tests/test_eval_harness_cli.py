@@ -68,3 +68,44 @@ def test_lm_eval_plugin_entry_point_is_declared():
     from lm_eval.api.registry import get_model
 
     assert getattr(importlib.import_module(module), name) is get_model("loraocean")
+
+
+STUDY = """name: harness
+models: [tiny-llama]
+tasks:
+  targets: [{task}]
+  pool: [bb_snarks]
+library: {{preset: smoke, seed: 0}}
+methods: [base, target_lora]
+seeds: [0]
+evaluation: {{convention: lm-eval, batch_size: 8, harness: lm-eval, harness_tasks: [{task}],
+             include_path: {include}}}
+caps: {{max_train: 16, max_train_steps: 2, max_eval: 10}}
+executor: local
+"""
+
+
+def test_a_study_scores_with_lm_eval_tasks_too(tmp_path, capsys):
+    """`evaluation.harness: lm-eval` adds one row per lm-eval task to each eval job; on the same
+    examples (our task exported for lm-eval) its per-document correctness is ours."""
+    from loraocean.study import query
+    from loraocean.study.store import predictions
+
+    code, _, err = run(["tasks", "export", TASK, str(tmp_path / "tasks"), "--to", "lm-eval", "--model",
+                        "tiny-llama", "--limit", "10"], capsys)
+    assert code == 0, err
+    (tmp_path / "study.yaml").write_text(STUDY.format(task=TASK, include=tmp_path / "tasks"))
+    code, out, err = run(["run", str(tmp_path / "study.yaml"), "--run-dir", str(tmp_path / "run")], capsys)
+    assert code == 0, out[-2000:] + err[-2000:]
+    df = query(tmp_path / "run")
+    assert set(zip(df.method, df.convention)) == {(m, c) for m in ("base", "target_lora")
+                                                  for c in ("lm-eval", f"lm-eval:{TASK}")}
+    preds = predictions(tmp_path / "run")
+    for key in set(df.eval_key):
+        ours = preds[(preds.eval_key == key) & (preds.convention == "lm-eval")]
+        theirs = preds[(preds.eval_key == key) & (preds.convention == f"lm-eval:{TASK}")]
+        assert list(theirs.correct) == list(ours.correct) and len(ours) == 10
+    (tmp_path / "bad.yaml").write_text(STUDY.format(task=TASK, include=tmp_path).replace(
+        f"harness_tasks: [{TASK}],", "harness_tasks: [],"))
+    code, _, err = run(["run", str(tmp_path / "bad.yaml"), "--dry-run"], capsys)
+    assert code == 2 and "evaluation.harness" in err and "needs harness_tasks" in err

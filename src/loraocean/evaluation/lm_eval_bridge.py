@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from loraocean.artifacts import write_text_atomic
@@ -152,6 +153,44 @@ def run_cli(args: list[str]) -> None:
         cli_evaluate()
     finally:
         sys.argv = saved
+
+
+@lru_cache(maxsize=4)
+def task_manager(tasks: tuple[str, ...], include_path: str | None = None):
+    """An lm-eval TaskManager that knows `tasks`: over `include_path` alone when they are all
+    there, else with lm-eval's own tasks too (indexing those takes most of a minute on 2 cores,
+    so it is done once per process)."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path:
+        manager = TaskManager(include_path=include_path, include_defaults=False)
+        if set(tasks) <= set(manager.all_tasks):
+            return manager
+    return TaskManager(include_path=include_path)
+
+
+def harness_scores(model, tokenizer, tasks: list[str], batch_size: int = 16, limit: int | None = None,
+                   include_path: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Score `model` on lm-eval tasks with lm-eval itself. Returns (one row per task: convention
+    `lm-eval:<task>`, its headline metric (acc, else exact_match, else the first one lm-eval
+    reports), value, n; per-document correctness rows {convention, id: doc_id, correct,
+    prediction: None}), the shapes a study's eval job records."""
+    from lm_eval import simple_evaluate
+
+    lm = LoraOceanLM(model, tokenizer=tokenizer, batch_size=batch_size)
+    out = simple_evaluate(model=lm, tasks=list(tasks), limit=limit, log_samples=True, bootstrap_iters=0,
+                          task_manager=task_manager(tuple(tasks), include_path))
+    scores, preds = [], []
+    for task in tasks:
+        results = {k.split(",")[0]: v for k, v in out["results"][task].items()
+                   if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
+        metric = next((m for m in ("acc", "exact_match") if m in results), next(iter(results)))
+        samples = out["samples"][task]
+        scores.append({"convention": f"lm-eval:{task}", "metric": metric, "value": float(results[metric]),
+                       "ci_low": None, "ci_high": None, "n": len(samples), "majority_rate": None})
+        preds += [{"convention": f"lm-eval:{task}", "id": str(s["doc_id"]), "correct": bool(s[metric]),
+                   "prediction": None} for s in samples]
+    return scores, preds
 
 
 def write_lm_eval_task(spec: TaskSpec, examples: list[Example], tokenizer, out_dir: str | Path,

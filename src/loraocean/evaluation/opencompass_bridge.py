@@ -1,7 +1,7 @@
 """Bridge to OpenCompass: `LoraOceanModel`, an OpenCompass model over any loraocean model.
 
 OpenCompass pins old numpy / scikit-learn, so it lives in its own virtual environment
-(`make opencompass-env`, see docs/evaluation.md); this module imports it only when present. When it
+(`make opencompass-check` builds it, see integrations/opencompass/README.md); this module imports it only when present. When it
 is, `LoraOceanModel` subclasses `opencompass.models.base.BaseModel` and is registered in
 OpenCompass's MODELS registry as `LoraOceanModel`, so a config names it with
 `type='LoraOceanModel'` (or the class itself). Without OpenCompass the same class works as a plain

@@ -14,7 +14,7 @@ file, line and YAML path of the bad value (e.g. ``studies/lite.yaml, line 14, me
       - target_lora                             # reference: the target's own library LoRA
     selection: {strategies: [ppl, random, manual], compare: [embedding], k: 3, shots: 16}
     seeds: [0]
-    evaluation: {convention: lm-eval, batch_size: 8}
+    evaluation: {convention: lm-eval, batch_size: 8}  # + harness: lm-eval, harness_tasks: [arc_easy]
     caps: {max_train: 96, max_train_steps: 12, max_fit: 48, max_fit_steps: 4, max_eval: 80}
     executor: {kind: local}
     quick: {...}                                # overrides applied by `loraocean run --quick`
@@ -91,6 +91,9 @@ class Evaluation:
     convention: str = "lm-eval"
     batch_size: int = 8
     split: str = "test"
+    harness: str | None = None      # lm-eval: each eval job also scores its model on harness_tasks
+    harness_tasks: list[str] = field(default_factory=list)  # lm-eval task names
+    include_path: str | None = None  # extra lm-eval task YAMLs (e.g. `loraocean tasks export --to lm-eval`)
 
 
 @dataclass
@@ -313,7 +316,11 @@ def _build(data: dict, where: _Where) -> StudyConfig:
     evaluation = Evaluation(
         convention=_typed(ev.get("convention", "lm-eval"), str, "evaluation.convention", where, "a name"),
         batch_size=_typed(ev.get("batch_size", 8), int, "evaluation.batch_size", where, "an integer"),
-        split=_typed(ev.get("split", "test"), str, "evaluation.split", where, "a split name"))
+        split=_typed(ev.get("split", "test"), str, "evaluation.split", where, "a split name"),
+        harness=_typed(ev.get("harness"), str, "evaluation.harness", where, "lm-eval or null"),
+        harness_tasks=_str_list(ev.get("harness_tasks", []), "evaluation.harness_tasks", where,
+                                allow_empty=True),
+        include_path=_typed(ev.get("include_path"), str, "evaluation.include_path", where, "a folder path"))
     cp = _fields(Caps, top.get("caps"), "caps", where)
     caps = Caps(**{k: _typed(cp.get(k), int, f"caps.{k}", where, "a positive integer or null")
                    for k in CAPS})
@@ -422,6 +429,12 @@ def validate(cfg: StudyConfig, where: _Where) -> None:
         raise where.error("evaluation.split", "must be train, dev or test")
     if cfg.evaluation.batch_size < 1:
         raise where.error("evaluation.batch_size", "must be at least 1")
+    if cfg.evaluation.harness not in (None, "lm-eval"):
+        raise where.error("evaluation.harness", _unknown("harness", cfg.evaluation.harness, ["lm-eval"]))
+    if bool(cfg.evaluation.harness) != bool(cfg.evaluation.harness_tasks):
+        raise where.error("evaluation.harness_tasks" if cfg.evaluation.harness else "evaluation.harness",
+                          "harness: lm-eval needs harness_tasks (lm-eval task names), and the other "
+                          "way round")
     for key in CAPS:
         value = getattr(cfg.caps, key)
         if value is not None and value < 1:

@@ -70,6 +70,10 @@ def expand(cfg: StudyConfig) -> list[Job]:
         for target in cfg.tasks.targets:
             eval_common = {"model": model, "target": target, "convention": cfg.evaluation.convention,
                            "split": cfg.evaluation.split, "max_eval": cfg.caps.max_eval}
+            if cfg.evaluation.harness:  # only then: keys of studies without a harness stay as they were
+                eval_common["harness"] = {"name": cfg.evaluation.harness,
+                                          "tasks": cfg.evaluation.harness_tasks,
+                                          "include_path": cfg.evaluation.include_path}
             for ref in cfg.references:
                 deps = [loras[target].key] if ref.name == "target_lora" else []
                 inputs = {**eval_common, "method": ref.name, "selection": None, "deps": deps}

@@ -145,6 +145,12 @@ def evaluate(job: Job, ctx, out: Path) -> dict:
     result = run_eval(model, tokenizer, spec, examples, convention=i["convention"],
                       batch_size=ctx.cfg.evaluation.batch_size, progress=progress)
     scores, preds = score_rows(result)
+    if i.get("harness"):  # lm-eval's tasks too: one score row per task, convention "lm-eval:<task>"
+        from loraocean.evaluation.lm_eval_bridge import harness_scores
+
+        more = harness_scores(model, tokenizer, i["harness"]["tasks"], ctx.cfg.evaluation.batch_size,
+                              limit=i["max_eval"], include_path=i["harness"]["include_path"])
+        scores, preds = scores + more[0], preds + more[1]
     write_predictions(out, preds)
     gates = routing(model, tokenizer, examples) if i["method"] not in ("base", "target_lora") else None
     return {"scores": scores, "adapters": adapters, "routing": _jsonable(gates), "template": result.template,
