@@ -36,7 +36,8 @@ clean-venv:
 
 # OpenCompass pins old numpy / scikit-learn, so it gets its own environment (building it takes well
 # over 5 minutes here, so it is not part of `make test`). Runs OpenCompass on one small task with a
-# LoRA on a tiny model and checks its predictions equal ours; result in
+# LoRA on a tiny model, in OpenCompass's --debug mode and in its normal mode (worker processes that
+# rebuild the model from the dumped config), and checks its predictions equal ours; results in
 # integrations/opencompass/last_result.json (see integrations/opencompass/README.md).
 OC_VENV ?= .cache/venv-opencompass
 opencompass-check:
@@ -45,4 +46,5 @@ opencompass-check:
 	$(OC_VENV)/bin/python -m pip install -q opencompass
 	# pyarrow >= 21 needs numpy 2, which OpenCompass's pins exclude.
 	$(OC_VENV)/bin/python -m pip install -q -e . 'numpy<2' 'pyarrow<21'
-	$(OC_VENV)/bin/python integrations/opencompass/check.py
+	$(OC_VENV)/bin/python integrations/opencompass/check.py --mode debug
+	$(OC_VENV)/bin/python integrations/opencompass/check.py --mode normal

@@ -2,15 +2,18 @@
 
 Runs inside the OpenCompass environment (`make opencompass-check` builds it and runs this):
 
-    .venv-opencompass/bin/python integrations/opencompass/check.py [--limit 20] [--work DIR]
+    .venv-opencompass/bin/python integrations/opencompass/check.py [--limit 20] [--work DIR] [--mode normal]
 
 Steps: train nothing, but make a seeded random LoRA on tiny-llama (PEFT, non-zero B) with a card;
 write BIG-bench logical_deduction/three_objects (test split, `--limit` examples) as OpenCompass
 JSONL + a PPL dataset config; run the `opencompass` command on `eval_loraocean_example.py`'s
 pattern (our `LoraOceanModel` + that dataset); then score the same examples with
 `loraocean.evaluation.evaluate(convention="opencompass")` and compare per-example predictions and
-accuracy. Writes `last_result.json` beside this file (date, versions, figures) and exits 1 on a
-disagreement.
+accuracy. `--mode debug` runs OpenCompass with `--debug` (one process, the model built in it);
+`--mode normal` without it, OpenCompass's usual way: its runner starts worker processes that rebuild
+`LoraOceanModel` from the dumped config, so this checks that the config carries everything a worker
+needs. Writes the mode's entry of `last_result.json` beside this file (date, versions, figures) and
+exits 1 on a disagreement.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "opencompass-check")
+    parser.add_argument("--mode", choices=("debug", "normal"), default="debug")
     args = parser.parse_args()
     bigbench = ROOT.parent / "shared" / "data" / "bigbench"
     if bigbench.is_dir():
@@ -69,13 +73,15 @@ def main() -> None:
     data, config = write_opencompass_task(spec, examples, tok, args.work, model_name="tiny-llama",
                                           adapter=str(adapter))
     start = time.perf_counter()
-    run = subprocess.run([str(Path(sys.executable).parent / "opencompass"), str(config), "-w", str(args.work / "outputs"), "--debug"],
-                         capture_output=True, text=True)
+    outputs = args.work / f"outputs-{args.mode}"
+    command = [str(Path(sys.executable).parent / "opencompass"), str(config), "-w", str(outputs)]
+    run = subprocess.run(command + (["--debug"] if args.mode == "debug" else []), capture_output=True,
+                         text=True)
     oc_seconds = time.perf_counter() - start
     if run.returncode != 0:
         sys.stdout.write(run.stdout[-4000:] + run.stderr[-4000:])
         sys.exit(f"opencompass exited with {run.returncode}")
-    preds_file = sorted((args.work / "outputs").rglob(f"predictions/**/{spec.name}.json"))[-1]
+    preds_file = sorted(outputs.rglob(f"predictions/**/{spec.name}.json"))[-1]
     oc_preds = json.loads(preds_file.read_text())
     oc_labels = [int(oc_preds[str(i)]["prediction"]) for i in range(len(examples))]
 
@@ -88,7 +94,7 @@ def main() -> None:
     oc_acc = sum(p == ex.label for p, ex in zip(oc_labels, examples)) / len(examples)
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "task": spec.name, "n": len(examples), "model": "tiny-llama + random LoRA (r=4, q/v)",
+        "mode": args.mode, "task": spec.name, "n": len(examples), "model": "tiny-llama + random LoRA (r=4, q/v)",
         "identical_predictions": f"{same}/{len(examples)}",
         "max_ppl_difference": ppl_diff,
         "prediction_counts": {str(k): oc_labels.count(k) for k in sorted(set(oc_labels))},
@@ -96,7 +102,11 @@ def main() -> None:
         "opencompass_run_seconds": round(oc_seconds, 1),
         "versions": {name: _version(name) for name in ("opencompass", "torch", "transformers", "peft", "numpy")},
     }
-    (HERE / "last_result.json").write_text(json.dumps(result, indent=2) + "\n")
+    path = HERE / "last_result.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if "task" in results:  # the earlier one-mode layout: that run was --debug
+        results = {"debug": results}
+    path.write_text(json.dumps(results | {args.mode: result}, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     if same != len(examples) or ppl_diff > 1e-3:
         sys.exit(1)
