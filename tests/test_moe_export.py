@@ -56,7 +56,8 @@ def checkpoint(tmp_path, method, experts, options=None):
         return ours(input_ids=ids()).logits
 
 
-METHODS = ["uniform", "single", "lorahub", "merge_cat", "merge_linear", "merge_ties", "merge_svd"]
+METHODS = ["uniform", "single", "lorahub", "merge_cat", "merge_linear", "merge_ties", "merge_dare_ties",
+           "merge_svd"]
 
 
 @pytest.mark.parametrize("method", METHODS)

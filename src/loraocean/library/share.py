@@ -126,7 +126,7 @@ def _load_lines(card: dict, location: str, subfolder: str | None) -> str:
         base = f'base, _ = loraocean.models.load("{card["model"]}")  # no hub copy of this base'
     lines = ["from peft import PeftModel", "from transformers import AutoModelForCausalLM",
              *([] if hub else ["import loraocean.models"]), base,
-             f"model = PeftModel.from_pretrained(base, {where})"]
+             f"model = PeftModel.from_pretrained(base, {where})" + ("" if subfolder else "  # this folder")]
     return "\n".join(lines)
 
 
