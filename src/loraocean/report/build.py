@@ -14,6 +14,7 @@ from pathlib import Path
 from loraocean.artifacts import write_text_atomic
 from loraocean.report import findings as find
 from loraocean.report import plots, tables
+from loraocean.report.flags import flags
 from loraocean.report.tables import Table
 
 
@@ -84,17 +85,26 @@ def build_blocks(run_dir: Path) -> list[tuple]:
             tag = f"{model}-{conv}".replace("/", "_")
             blocks.append(("h2", f"Findings ({conv} convention)"))
             results = find.findings(cdf, preds, conv)
+            flagged = flags(cdf, preds)
             blocks += [("li", f.sentence()) for f in results]
             blocks.append(("p", "Paired tests: each comparison uses only evaluations that differ in the "
-                                "compared factor alone, on the same examples. A win needs p < 0.05 and a "
-                                "95% CI excluding 0; with a few hundred examples per target only large "
-                                "differences are detectable, so 'no clear difference' is the expected "
-                                "outcome at lite scale and says nothing about the paper's claim."))
+                                "compared factor alone, on the same examples. The unit is the test "
+                                "example (its strategies, methods and seeds are strata): an exact "
+                                "sign-flip permutation test and a cluster-bootstrap 95% CI over examples. "
+                                "The findings above are one family, Holm-adjusted together; a win needs "
+                                "adjusted p < 0.05 and a CI excluding 0. Each finding states the true "
+                                "difference it would detect with 80% power at its size: a 'no clear "
+                                "difference' smaller than that says nothing about the paper's claim."))
+            if flagged:
+                blocks.append(("p", f"Degenerate cells: {len(flagged)} evaluations answer exactly like the "
+                                    "base model ([=base]) or give one answer to at least 90% of examples "
+                                    "([one answer NN%]); they are marked in the tables below and any "
+                                    "comparison between them says so first."))
             blocks.append(("h2", f"Results ({conv} convention)"))
             used = [s for s in strategies if s in set(cdf["selection"])] or ["none"]
             for strategy in used:
                 blocks.append(("table", tables.method_by_target(cdf, strategy, method_order,
-                                                                 cfg["tasks"]["targets"])))
+                                                                 cfg["tasks"]["targets"], flagged)))
             main = "manual" if "manual" in used else used[0]
             png = plots.accuracy_bars(cdf, [t for t in cfg["tasks"]["targets"] if t in set(cdf["target"])],
                                       method_order, main, figures / f"accuracy-{tag}.png")
