@@ -11,7 +11,8 @@ import html
 import json
 from pathlib import Path
 
-from loraocean.artifacts import write_text_atomic
+from loraocean.artifacts import write_json_atomic, write_text_atomic
+from loraocean.report import costs as cost
 from loraocean.report import findings as find
 from loraocean.report import plots, tables
 from loraocean.report.flags import flags
@@ -49,7 +50,8 @@ def _failures(run_dir: Path) -> list[dict]:
         if folder.is_dir() else []
 
 
-def build_blocks(run_dir: Path) -> list[tuple]:
+def build_blocks(run_dir: Path, record: dict | None = None) -> list[tuple]:
+    """The report's blocks; `record` (when given) receives the findings and cost tables as data."""
     from loraocean.study.store import collect, predictions, query, study_file
 
     study = study_file(run_dir)
@@ -85,6 +87,8 @@ def build_blocks(run_dir: Path) -> list[tuple]:
             tag = f"{model}-{conv}".replace("/", "_")
             blocks.append(("h2", f"Findings ({conv} convention)"))
             results = find.findings(cdf, preds, conv)
+            if record is not None:
+                record.setdefault("findings", {})[f"{model} / {conv}"] = [f.record() for f in results]
             flagged = flags(cdf, preds)
             blocks += [("li", f.sentence()) for f in results]
             blocks.append(("p", "Paired tests: each comparison uses only evaluations that differ in the "
@@ -114,6 +118,10 @@ def build_blocks(run_dir: Path) -> list[tuple]:
                 blocks.append(("table", tables.selection_by_method(cdf, strategies, moe)))
                 png = plots.selection_bars(cdf, strategies, moe, figures / f"selection-{tag}.png")
                 blocks.append(("img", png, "mean accuracy per selection strategy and method"))
+        costs = cost.cost_table(run_dir, study, mdf, method_order)
+        blocks += [("h2", "Costs"), ("table", costs)]
+        if record is not None:
+            record.setdefault("costs", {})[model] = costs
         chosen = chosen_experts(run_dir, study, model)
         if chosen:
             ranked = strategies + [s for s in cfg["selection"].get("compare", []) if s not in strategies]
@@ -232,9 +240,18 @@ def to_html(blocks: list[tuple], base: Path, title: str) -> str:
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """report.md, report.html and results.json (the same findings and costs as data, every results
+    row, the code's git commit, package versions and device)."""
+    from loraocean.study.store import query, study_file
+
     run_dir = Path(run_dir)
-    blocks = build_blocks(run_dir)
+    record: dict = {}
+    blocks = build_blocks(run_dir, record)
     title = blocks[0][1]
     md = write_text_atomic(run_dir / "report.md", to_markdown(blocks, run_dir))
     page = write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title))
+    study = study_file(run_dir)
+    data = cost.results_json(run_dir, study, query(run_dir), record.get("findings", {}),
+                             record.get("costs", {}))
+    write_json_atomic(run_dir / "results.json", data)
     return md, page

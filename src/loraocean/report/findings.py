@@ -47,6 +47,17 @@ class Finding:
         return (f"**Partly degenerate**: {self.flagged_a} of {self.contexts} {self.a} and "
                 f"{self.flagged_b} of {self.contexts} {self.b} evaluations are flagged cells; ")
 
+    def record(self) -> dict:
+        """The finding as plain data (results.json)."""
+        r = self.result
+        numbers = {} if r is None else {
+            "acc_a": r.acc_a, "acc_b": r.acc_b, "diff": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high,
+            "p_value": r.p_value, "p_holm": r.p_adjusted, "mdd_80": r.mdd, "examples": r.examples,
+            "paired_answers": r.n, "a_only": r.a_only, "b_only": r.b_only, "significant": r.significant}
+        return {"a": self.a, "b": self.b, "factor": self.factor, "matched_evaluations": self.contexts,
+                "holm_family": self.family, "flagged_a": self.flagged_a, "flagged_b": self.flagged_b,
+                **numbers}
+
     def sentence(self) -> str:
         if self.result is None:
             return (f"{self.a} vs {self.b}: not measured on this run (no evaluations of both on the "
