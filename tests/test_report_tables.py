@@ -166,3 +166,14 @@ def test_trained_methods_are_compared_with_the_uniform_baseline_when_present():
     assert r.acc_a == pytest.approx(10 / 12) and r.acc_b == pytest.approx(4 / 12)
     assert r.p_value == pytest.approx(2 * 0.5 ** 6)  # sign-flip over 12 examples = McNemar exact
     assert found[("loramoe", "uniform")].contexts == 2
+
+
+def test_the_report_says_whether_the_run_shows_an_effect(results):
+    from loraocean.report.findings import above_base, can_show
+
+    # t1: loramoe/manual (61.0-79.0) clears base (21.0-39.0); rocket/manual (30.0-50.0) overlaps it;
+    # t2: loramoe/manual (50.0-70.0) overlaps base (40.0-60.0); the ppl rows have no CI
+    assert above_base(results) == ["loramoe (manual) on t1"]
+    assert can_show(results).startswith("This run shows a real effect: loramoe (manual) on t1")
+    flat = results[~((results.method == "loramoe") & (results.selection == "manual"))]
+    assert above_base(flat) == [] and "cannot support any claim" in can_show(flat)

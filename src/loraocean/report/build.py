@@ -77,6 +77,10 @@ def build_blocks(run_dir: Path, record: dict | None = None) -> list[tuple]:
     if df.empty:
         blocks.append(("p", "No finished evaluations yet: run the study first (`loraocean run`)."))
         return blocks
+    shows = find.can_show(df)
+    blocks.append(("p", f"**{shows}**"))
+    if record is not None:
+        record["can_show"] = shows
     conventions = list(dict.fromkeys(df["convention"]))
     for model in list(dict.fromkeys(df["model"])):
         mdf = df[df["model"] == model]
@@ -252,6 +256,6 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     page = write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title))
     study = study_file(run_dir)
     data = cost.results_json(run_dir, study, query(run_dir), record.get("findings", {}),
-                             record.get("costs", {}))
+                             record.get("costs", {}), record.get("can_show"))
     write_json_atomic(run_dir / "results.json", data)
     return md, page

@@ -149,3 +149,28 @@ def findings(df, preds, convention: str) -> list[Finding]:
         f.result.p_adjusted = p
         f.family = len(measured)
     return out
+
+
+def above_base(df) -> list[str]:
+    """Cells whose 95% CI lies wholly above the base model's on the same target, seed and
+    convention (non-overlapping CIs: an effect the run shows without any test)."""
+    keys = ["model", "target", "seed", "convention"]
+    base = df[df["method"] == "base"].set_index(keys)["ci_high"].to_dict()
+    out = []
+    for _, row in df[df["method"] != "base"].iterrows():
+        top = base.get(tuple(row[k] for k in keys))
+        if top is not None and row["ci_low"] is not None and row["ci_low"] > top:
+            sel = "" if row["selection"] == "none" else f" ({row['selection']})"
+            out.append(f"{row['method']}{sel} on {row['target']}")
+    return list(dict.fromkeys(out))
+
+
+def can_show(df) -> str:
+    """One plain line: which cells beat the base model with non-overlapping CIs, or that none did."""
+    cells = above_base(df)
+    if cells:
+        return (f"This run shows a real effect: {', '.join(cells)} scored above the base model with "
+                "non-overlapping 95% CIs.")
+    return ("This run shows no effect: no method's 95% CI lies above the base model's on any target, "
+            "so its tables and findings exercise the pipeline and cannot support any claim about "
+            "the methods.")
