@@ -16,6 +16,7 @@ from loraocean.report import costs as cost
 from loraocean.report import findings as find
 from loraocean.report import plots, tables
 from loraocean.report.flags import flags
+from loraocean.report.oracle import oracle_table
 from loraocean.report.tables import Table
 
 
@@ -131,6 +132,9 @@ def build_blocks(run_dir: Path, record: dict | None = None) -> list[tuple]:
             ranked = strategies + [s for s in cfg["selection"].get("compare", []) if s not in strategies]
             overlap, listing = tables.selection_overlap(chosen, ranked)
             blocks += [("h2", "Which experts each strategy chose"), ("table", overlap), ("table", listing)]
+        against = oracle_table(run_dir, study, model)
+        if against is not None:
+            blocks.append(("table", against))
     blocks += routing_blocks(run_dir, study, moe, figures)
     blocks += provenance_blocks(run_dir, study, df)
     return blocks
