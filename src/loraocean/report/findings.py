@@ -22,7 +22,6 @@ from loraocean.report.flags import flags
 from loraocean.report.stats import Paired, compare, holm
 
 MATCH = ("model", "target", "seed", "convention")
-LEVEL = 0.05
 
 
 @dataclass
