@@ -133,6 +133,30 @@ def test_lbc_equals_formula_by_hand():
     assert abs(got.item() - want) < 1e-6
 
 
+def test_lbc_without_task_types_is_the_plain_balance_by_hand():
+    """One task type in the whole fit: no half of the experts is favoured, importance 1."""
+    gates = torch.tensor([[[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]], [[0.2, 0.2, 0.6], [0.3, 0.3, 0.4]]])
+    q = [0.1 + 0.6, 0.2 + 0.3, 0.7 + 0.1, 0.2 + 0.3, 0.2 + 0.3, 0.6 + 0.4]
+    mean = sum(q) / 6
+    want = 0.5 * sum((v - mean) ** 2 for v in q) / 5 / mean ** 2
+    assert lbc_loss(gates, None, None, 0.5, 0.2).item() == pytest.approx(want, rel=1e-5)
+    # the localized form with all examples of one type would instead favour an arbitrary half
+    assert lbc_loss(gates, torch.tensor([0, 0]), None, 0.5, 0.2).item() != pytest.approx(want, rel=1e-3)
+
+
+def test_task_types_localize_only_a_mixed_fit():
+    from types import SimpleNamespace
+
+    from loraocean.moe.fit import task_types
+
+    nlu = SimpleNamespace(category="nlu")
+    knowledge = SimpleNamespace(category="knowledge")
+    plain = [SimpleNamespace(metadata={}) for _ in range(4)]
+    assert task_types(nlu, plain) is None and task_types(knowledge, plain) is None
+    mixed = plain[:2] + [SimpleNamespace(metadata={"task_type": 1}) for _ in range(2)]
+    assert task_types(nlu, mixed) == [0, 0, 1, 1]
+
+
 def test_routing_stats_and_fit_writes_checkpoint(adapters, data, tmp_path):
     examples, _, tok = data
     base, _ = load("tiny-llama")

@@ -110,7 +110,7 @@ def test_report_of_a_run(tmp_path):
     assert "| majority label | 25.0 | 25.0 | 25.0 |" in text
     # findings: recomputed here from the stored per-example correctness
     preds = predictions(run_dir)
-    a, b = [], []
+    a, b, ex = [], [], []
     for target in ("bb_intent_recognition", "bb_sports_understanding"):
         for sel in ("ppl", "random", "manual"):
             ka = lm[(lm.method == "loramoe") & (lm.selection == sel) & (lm.target == target)].eval_key.iloc[0]
@@ -119,10 +119,18 @@ def test_report_of_a_run(tmp_path):
             pb = preds[(preds.eval_key == kb) & (preds.convention == "lm-eval")].set_index("example_id").correct
             a += list(pa[pa.index])
             b += list(pb[pa.index])
-    expected = compare(a, b)
-    found = [f for f in findings(df, preds, "lm-eval") if (f.a, f.b) == ("loramoe", "xlora")][0]
+            ex += [(target, i) for i in pa.index]  # an example is one unit across the 3 strategies
+    expected = compare(a, b, ex)
+    every = findings(df, preds, "lm-eval")
+    found = [f for f in every if (f.a, f.b) == ("loramoe", "xlora")][0]
     assert (found.result.a_only, found.result.b_only) == (expected.a_only, expected.b_only)
     assert found.result.p_value == pytest.approx(expected.p_value)
+    # Holm over the measured findings of the section (statsmodels as the independent reference)
+    from statsmodels.stats.multitest import multipletests
+    measured = [f for f in every if f.result is not None]
+    reference = multipletests([f.result.p_value for f in measured], method="holm")[1]
+    assert [f.result.p_adjusted for f in measured] == pytest.approx(reference.tolist())
+    assert found.family == len(measured) and f"Holm-adjusted over the {len(measured)} findings" in text
     assert (f"**loramoe beat xlora** on this run: loramoe {100 * expected.acc_a:.1f}% vs xlora "
             f"{100 * expected.acc_b:.1f}%, majority-label rate 25.0%; {100 * expected.diff:+.1f} points") in text
     assert "manual vs random" not in text  # measured: random is a fitted strategy here
@@ -149,12 +157,23 @@ def test_trained_methods_are_compared_with_the_uniform_baseline_when_present():
     for (target, method), correct in outcomes.items():
         rows.append(row(target, method, "ppl", 0, float(np.mean(correct))))
         preds += [{"eval_key": f"{target}{method}ppl0", "convention": "lm-eval", "example_id": i,
-                   "correct": c} for i, c in enumerate(correct)]
+                   "correct": c, "prediction": str(c)} for i, c in enumerate(correct)]
     found = {(f.a, f.b): f for f in findings(pd.DataFrame(rows), pd.DataFrame(preds), "lm-eval")}
     assert ("rocket", "uniform") not in found  # rocket was not run
     r = found[("loramoe", "uniform")].result
     # by hand: loramoe right and uniform wrong on 3 + 3 examples, the reverse on none
     assert (r.a_only, r.b_only, r.n) == (6, 0, 12)
     assert r.acc_a == pytest.approx(10 / 12) and r.acc_b == pytest.approx(4 / 12)
-    assert r.p_value == pytest.approx(2 * 0.5 ** 6)  # McNemar exact, two-sided
+    assert r.p_value == pytest.approx(2 * 0.5 ** 6)  # sign-flip over 12 examples = McNemar exact
     assert found[("loramoe", "uniform")].contexts == 2
+
+
+def test_the_report_says_whether_the_run_shows_an_effect(results):
+    from loraocean.report.findings import above_base, can_show
+
+    # t1: loramoe/manual (61.0-79.0) clears base (21.0-39.0); rocket/manual (30.0-50.0) overlaps it;
+    # t2: loramoe/manual (50.0-70.0) overlaps base (40.0-60.0); the ppl rows have no CI
+    assert above_base(results) == ["loramoe (manual) on t1"]
+    assert can_show(results).startswith("This run shows a real effect: loramoe (manual) on t1")
+    flat = results[~((results.method == "loramoe") & (results.selection == "manual"))]
+    assert above_base(flat) == [] and "cannot support any claim" in can_show(flat)

@@ -180,14 +180,25 @@ def test_cli_all_strategies_side_by_side(library, capsys, tmp_path):
     out_json = tmp_path / "all.json"
     with pytest.raises(SystemExit) as exit_info:  # typer's standalone mode always exits
         main(["select", "--target", TARGET, "--model", "tiny-llama", "--library", str(library), "--k", "2",
-              "--strategy", "all", "--shots", "4", "--dev-limit", "4", "--json", str(out_json)])
+              "--strategy", "all", "--shots", "4", "--dev-limit", "4", "--json", str(out_json),
+              "--against-oracle"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for name in ("manual", "random", "embedding", "ppl", "diversity", "oracle"):
+    for name in ("manual", "random", "embedding", "ppl", "diversity", "rocket", "oracle"):
         assert name in text
-    assert "overlap" in text and "uses target labels" in text
+    assert "overlap" in text and "uses target labels" in text and "against the oracle" in text
     saved = json.loads(out_json.read_text())
-    assert set(saved["selections"]) == {"manual", "random", "embedding", "ppl", "diversity", "oracle"}
+    assert set(saved["selections"]) == {"manual", "random", "embedding", "ppl", "diversity", "rocket", "oracle"}
+    from loraocean.selection.oracle import against_oracle
+
+    oracle = Selection.from_dict(saved["selections"]["oracle"])
+    scored = {r["strategy"]: r for r in saved["against_oracle"]}
+    assert set(scored) == set(saved["selections"]) - {"oracle"}
+    for name, row in scored.items():
+        want = against_oracle(Selection.from_dict(saved["selections"][name]), oracle)
+        assert row["chosen"] == want["chosen"] == saved["selections"][name]["chosen"]
+        for key in ("regret", "precision_at_k", "spearman", "kendall"):
+            assert row[key] == (None if want[key] is None else pytest.approx(want[key]))
     assert saved["selections"]["oracle"]["uses_target_labels"] is True
     # of these candidates the shipped map relates only bb_snarks to intent recognition
     assert saved["selections"]["manual"]["chosen"][0] == "bb_snarks"

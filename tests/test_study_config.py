@@ -61,6 +61,22 @@ def test_shipped_studies_load_and_meet_their_brief():
     load_config(find_study("ci"), quick=True)
 
 
+def test_medium_study_has_the_examples_its_power_calculation_needs():
+    """studies/medium.yaml's comment: 1,120 test examples, enough for a 5-point MDD at 80% power
+    when the compared systems disagree on up to 35% of examples (sd = sqrt(0.35))."""
+    import math
+
+    from loraocean.report.stats import examples_needed, mdd
+    from loraocean.tasks import load_split
+
+    medium = load_config(find_study("medium"))
+    n = sum(min(medium.caps.max_eval, len(load_split(get_task(t), "test"))) for t in medium.tasks.targets)
+    assert n == 1120
+    assert n >= examples_needed(0.05, math.sqrt(0.35)) and mdd(math.sqrt(0.35), n) <= 0.05
+    assert {"ppl", "manual"} <= set(medium.selection.strategies)
+    assert {"loramoe", "xlora"} <= {m.name for m in medium.methods}
+
+
 def test_quick_section_is_merged(tmp_path):
     cfg = load_text(tmp_path, GOOD, quick=True)
     assert cfg.caps.max_eval == 5 and cfg.selection.k == 1

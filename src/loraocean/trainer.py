@@ -45,12 +45,14 @@ class TrainLog:
     tokens: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)  # one per optimizer step
+    trainable: int = 0  # trainable parameters (elements) the optimizer updated
 
     def summary(self) -> dict:
         n = len(self.losses)
         head = self.losses[: max(1, n // 10)]
         tail = self.losses[-max(1, n // 10):]
         return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
+                "trainable_params": self.trainable,
                 "loss_first": round(sum(head) / len(head), 4) if n else None,
                 "loss_last": round(sum(tail) / len(tail), 4) if n else None,
                 "loss_min": round(min(self.losses), 4) if n else None,
@@ -104,7 +106,7 @@ def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
         total = min(total, cfg.max_steps)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(cfg.warmup_ratio * total)))
-    log = TrainLog()
+    log = TrainLog(trainable=sum(p.numel() for p in params))
     fast_loss = cfg.answer_logits_only and takes_logits_to_keep(model)
     model.train()
     start = time.perf_counter()

@@ -56,11 +56,24 @@ def _print_all(selections: dict, overlaps: dict) -> None:
     console.print(grid)
 
 
+def _print_against_oracle(rows: list[dict], k: int) -> None:
+    from loraocean.cli.console import make_console
+    from rich.table import Table
+
+    table = Table("strategy", "chosen", "regret (points)", f"precision@{k}", "spearman", "kendall",
+                  title="against the oracle (each LoRA's dev score alone; regret: oracle's best-k mean "
+                        "minus the chosen k's mean)")
+    for r in rows:
+        table.add_row(r["strategy"], ", ".join(r["chosen"]), f"{100 * r['regret']:.1f}",
+                      f"{r['precision_at_k']:.2f}", _fmt(r["spearman"]), _fmt(r["kendall"]))
+    make_console(160).print(table)
+
+
 def select_command(
     target: str = typer.Option(..., "--target", help="Target task (catalog name, e.g. gsm8k or bb_snarks)."),
     k: int = typer.Option(4, "--k", help="Number of experts to choose."),
     strategy: str = typer.Option("ppl", "--strategy",
-                                 help="ppl, random, manual, embedding, diversity, oracle, or all "
+                                 help="ppl, random, manual, embedding, diversity, rocket, oracle, or all "
                                       "(every strategy side by side with their overlap)."),
     model: str = typer.Option("smollm2-135m", "--model", help="Base model whose LoRAs are candidates."),
     library: Path = typer.Option(..., "--library", help="Library root folder."),
@@ -70,29 +83,39 @@ def select_command(
     map_file: Optional[Path] = typer.Option(None, "--map", help="Relevance map YAML for manual (default: the shipped one)."),
     include_target: bool = typer.Option(False, "--include-target", help="Let the target's own LoRA (and those of tasks built from the same dataset) be candidates."),
     base: str = typer.Option("ppl", "--base", help="Base strategy whose top candidates diversity chooses from."),
-    pool: Optional[int] = typer.Option(None, "--pool", help="How many top base candidates diversity considers (default 2k)."),
+    pool: Optional[int] = typer.Option(None, "--pool", help="How many top candidates diversity (by --base) and rocket (by K-shot accuracy) choose from (default 2k)."),
     dev_limit: int = typer.Option(100, "--dev-limit", help="Target dev examples the oracle evaluates each LoRA on."),
     batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass (ppl, oracle)."),
+    against_oracle: bool = typer.Option(False, "--against-oracle", help="Also score every strategy "
+                                        "against the oracle: regret, precision@k, rank correlation."),
 ) -> None:
     """Rank the library LoRAs of MODEL as experts for TARGET and print the chosen k."""
     from loraocean.artifacts import write_json_atomic
     from loraocean.selection import overlap, select_many
+    from loraocean.selection.oracle import against_oracle as score_against
 
-    names = [strategy]
+    names = [strategy] + (["oracle"] if against_oracle and strategy not in ("all", "oracle") else [])
     selections = select_many(target, library, model, k, names, shots=shots, seed=seed,
                              include_target=include_target, map_file=map_file, base=base, pool=pool,
                              dev_limit=dev_limit, batch_size=batch_size)
+    scored = [score_against(s, selections["oracle"]) for n, s in selections.items() if n != "oracle"] \
+        if against_oracle else []
     if strategy == "all":
         overlaps = overlap(selections)
         _print_all(selections, overlaps)
+        if scored:
+            _print_against_oracle(scored, k)
         if json_path:
             write_json_atomic(json_path, {
                 "target": target, "k": k, "model": model,
                 "selections": {n: s.stamp().to_dict() for n, s in selections.items()},
-                "overlap": {f"{a}|{b}": v for (a, b), v in overlaps.items()}})
+                "overlap": {f"{a}|{b}": v for (a, b), v in overlaps.items()},
+                **({"against_oracle": scored} if scored else {})})
     else:
         sel = selections[strategy]
         _print_one(sel)
+        if scored:
+            _print_against_oracle(scored, k)
         if json_path:
             sel.save(json_path)
     if json_path:

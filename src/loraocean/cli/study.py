@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -76,6 +77,9 @@ def run(
 
         md, page = write_report(run_dir)
         console.print(f"report: {md} and {page}")
+        shows = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["can_show"]
+        if shows:
+            console.print(shows)
     console.print(f"results: loraocean results {run_dir}")
     if summary.failed:
         raise typer.Exit(1)

@@ -60,10 +60,12 @@ def resolve_experts(experts: list[str], model_name: str, library: str | Path | N
     return out
 
 
-def task_types(spec, examples) -> list[int]:
-    """LoRAMoE's 0/1 group: metadata["task_type"] when given, else 1 for knowledge tasks."""
+def task_types(spec, examples) -> list[int] | None:
+    """LoRAMoE's 0/1 group: metadata["task_type"] when given, else 1 for knowledge tasks; None
+    when every example has the same type (no group to localize the balance by)."""
     default = 1 if spec.category == "knowledge" else 0
-    return [int(ex.metadata.get("task_type", default)) for ex in examples]
+    types = [int(ex.metadata.get("task_type", default)) for ex in examples]
+    return types if len(set(types)) > 1 else None
 
 
 def fit(method: str, model_name: str, experts: list[str], task: str, out: str | Path,
@@ -109,7 +111,8 @@ def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
         types = task_types(spec, train_ex)
 
         def set_task_type(idx):
-            moe.task_type = torch.tensor([types[i] for i in idx], device=moe.device)
+            moe.task_type = None if types is None else \
+                torch.tensor([types[i] for i in idx], dtype=torch.long, device=moe.device)
 
         aux = (lambda: m.aux_loss(moe, cfg)) if m.aux_loss is not None else None
         log = train(moe, encoded, p.train_config(method, seed), tokenizer.pad_token_id, aux_loss=aux,

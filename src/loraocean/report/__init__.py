@@ -6,6 +6,6 @@ findings backed by paired tests.
 """
 
 from loraocean.report.build import write_report
-from loraocean.report.stats import compare, mcnemar_exact, paired_bootstrap
+from loraocean.report.stats import compare, holm, mcnemar_exact, mdd, paired_bootstrap, sign_flip_exact
 
-__all__ = ["compare", "mcnemar_exact", "paired_bootstrap", "write_report"]
+__all__ = ["compare", "holm", "mcnemar_exact", "mdd", "paired_bootstrap", "sign_flip_exact", "write_report"]

@@ -11,9 +11,12 @@ import html
 import json
 from pathlib import Path
 
-from loraocean.artifacts import write_text_atomic
+from loraocean.artifacts import write_json_atomic, write_text_atomic
+from loraocean.report import costs as cost
 from loraocean.report import findings as find
 from loraocean.report import plots, tables
+from loraocean.report.flags import flags
+from loraocean.report.oracle import oracle_table
 from loraocean.report.tables import Table
 
 
@@ -48,7 +51,8 @@ def _failures(run_dir: Path) -> list[dict]:
         if folder.is_dir() else []
 
 
-def build_blocks(run_dir: Path) -> list[tuple]:
+def build_blocks(run_dir: Path, record: dict | None = None) -> list[tuple]:
+    """The report's blocks; `record` (when given) receives the findings and cost tables as data."""
     from loraocean.study.store import collect, predictions, query, study_file
 
     study = study_file(run_dir)
@@ -74,6 +78,10 @@ def build_blocks(run_dir: Path) -> list[tuple]:
     if df.empty:
         blocks.append(("p", "No finished evaluations yet: run the study first (`loraocean run`)."))
         return blocks
+    shows = find.can_show(df)
+    blocks.append(("p", f"**{shows}**"))
+    if record is not None:
+        record["can_show"] = shows
     conventions = list(dict.fromkeys(df["convention"]))
     for model in list(dict.fromkeys(df["model"])):
         mdf = df[df["model"] == model]
@@ -84,17 +92,28 @@ def build_blocks(run_dir: Path) -> list[tuple]:
             tag = f"{model}-{conv}".replace("/", "_")
             blocks.append(("h2", f"Findings ({conv} convention)"))
             results = find.findings(cdf, preds, conv)
+            if record is not None:
+                record.setdefault("findings", {})[f"{model} / {conv}"] = [f.record() for f in results]
+            flagged = flags(cdf, preds)
             blocks += [("li", f.sentence()) for f in results]
             blocks.append(("p", "Paired tests: each comparison uses only evaluations that differ in the "
-                                "compared factor alone, on the same examples. A win needs p < 0.05 and a "
-                                "95% CI excluding 0; with a few hundred examples per target only large "
-                                "differences are detectable, so 'no clear difference' is the expected "
-                                "outcome at lite scale and says nothing about the paper's claim."))
+                                "compared factor alone, on the same examples. The unit is the test "
+                                "example (its strategies, methods and seeds are strata): an exact "
+                                "sign-flip permutation test and a cluster-bootstrap 95% CI over examples. "
+                                "The findings above are one family, Holm-adjusted together; a win needs "
+                                "adjusted p < 0.05 and a CI excluding 0. Each finding states the true "
+                                "difference it would detect with 80% power at its size: a 'no clear "
+                                "difference' smaller than that says nothing about the paper's claim."))
+            if flagged:
+                blocks.append(("p", f"Degenerate cells: {len(flagged)} evaluations answer exactly like the "
+                                    "base model ([=base]) or give one answer to at least 90% of examples "
+                                    "([one answer NN%]); they are marked in the tables below and any "
+                                    "comparison between them says so first."))
             blocks.append(("h2", f"Results ({conv} convention)"))
             used = [s for s in strategies if s in set(cdf["selection"])] or ["none"]
             for strategy in used:
                 blocks.append(("table", tables.method_by_target(cdf, strategy, method_order,
-                                                                 cfg["tasks"]["targets"])))
+                                                                 cfg["tasks"]["targets"], flagged)))
             main = "manual" if "manual" in used else used[0]
             png = plots.accuracy_bars(cdf, [t for t in cfg["tasks"]["targets"] if t in set(cdf["target"])],
                                       method_order, main, figures / f"accuracy-{tag}.png")
@@ -104,11 +123,18 @@ def build_blocks(run_dir: Path) -> list[tuple]:
                 blocks.append(("table", tables.selection_by_method(cdf, strategies, moe)))
                 png = plots.selection_bars(cdf, strategies, moe, figures / f"selection-{tag}.png")
                 blocks.append(("img", png, "mean accuracy per selection strategy and method"))
+        costs = cost.cost_table(run_dir, study, mdf, method_order)
+        blocks += [("h2", "Costs"), ("table", costs)]
+        if record is not None:
+            record.setdefault("costs", {})[model] = costs
         chosen = chosen_experts(run_dir, study, model)
         if chosen:
             ranked = strategies + [s for s in cfg["selection"].get("compare", []) if s not in strategies]
             overlap, listing = tables.selection_overlap(chosen, ranked)
             blocks += [("h2", "Which experts each strategy chose"), ("table", overlap), ("table", listing)]
+        against = oracle_table(run_dir, study, model)
+        if against is not None:
+            blocks.append(("table", against))
     blocks += routing_blocks(run_dir, study, moe, figures)
     blocks += provenance_blocks(run_dir, study, df)
     return blocks
@@ -222,9 +248,18 @@ def to_html(blocks: list[tuple], base: Path, title: str) -> str:
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """report.md, report.html and results.json (the same findings and costs as data, every results
+    row, the code's git commit, package versions and device)."""
+    from loraocean.study.store import query, study_file
+
     run_dir = Path(run_dir)
-    blocks = build_blocks(run_dir)
+    record: dict = {}
+    blocks = build_blocks(run_dir, record)
     title = blocks[0][1]
     md = write_text_atomic(run_dir / "report.md", to_markdown(blocks, run_dir))
     page = write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title))
+    study = study_file(run_dir)
+    data = cost.results_json(run_dir, study, query(run_dir), record.get("findings", {}),
+                             record.get("costs", {}), record.get("can_show"))
+    write_json_atomic(run_dir / "results.json", data)
     return md, page

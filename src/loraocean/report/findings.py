@@ -4,10 +4,12 @@ the same experts, on this run, as measured.
 
 Each comparison pairs evaluations that differ only in the compared factor (same model, target,
 seed, convention, and the same selection for a method comparison / the same method for a
-selection comparison), joins their per-example correctness on the example id, and pools the pairs.
-McNemar's exact test runs on the pooled pairs; the bootstrap CI resamples distinct examples (an
-example that appears in several pairs moves as one), so repeated examples do not narrow the CI.
-A difference is called a win only when the CI excludes 0 and p < 0.05.
+selection comparison) and joins their per-example correctness on the example id. The unit of
+every test is the test example: the matched evaluations (the other factor's levels and the seeds)
+are its strata, so an example seen in three strata still counts once (`loraocean.report.stats`).
+The measured findings of one report section (one model, one convention) are one family: their
+p-values are Holm-adjusted together. A difference is called a win only when the adjusted p < 0.05
+and the cluster-bootstrap CI excludes 0.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loraocean.report.stats import Paired, compare, mcnemar_exact, paired_bootstrap
+from loraocean.report.flags import flags
+from loraocean.report.stats import Paired, compare, holm
 
 MATCH = ("model", "target", "seed", "convention")
 
@@ -29,6 +32,30 @@ class Finding:
     result: Paired | None
     contexts: int        # matched evaluation pairs pooled
     majority: float | None = None  # majority-label rate of the paired examples (weighted by pairs)
+    flagged_a: int = 0   # matched evaluations of `a` that are degenerate cells (see report.flags)
+    flagged_b: int = 0
+    family: int = 1      # findings Holm-adjusted together with this one
+
+    def degenerate(self) -> str:
+        """What the reader must know first when flagged cells are compared, else ''."""
+        if not self.contexts or not (self.flagged_a or self.flagged_b):
+            return ""
+        if self.flagged_a == self.contexts and self.flagged_b == self.contexts:
+            return ("**Between degenerate cells**: every evaluation on both sides answers like the "
+                    "base model or gives one answer to >= 90% of examples; ")
+        return (f"**Partly degenerate**: {self.flagged_a} of {self.contexts} {self.a} and "
+                f"{self.flagged_b} of {self.contexts} {self.b} evaluations are flagged cells; ")
+
+    def record(self) -> dict:
+        """The finding as plain data (results.json)."""
+        r = self.result
+        numbers = {} if r is None else {
+            "acc_a": r.acc_a, "acc_b": r.acc_b, "diff": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high,
+            "p_value": r.p_value, "p_holm": r.p_adjusted, "mdd_80": r.mdd, "examples": r.examples,
+            "paired_answers": r.n, "a_only": r.a_only, "b_only": r.b_only, "significant": r.significant}
+        return {"a": self.a, "b": self.b, "factor": self.factor, "matched_evaluations": self.contexts,
+                "holm_family": self.family, "flagged_a": self.flagged_a, "flagged_b": self.flagged_b,
+                **numbers}
 
     def sentence(self) -> str:
         if self.result is None:
@@ -37,15 +64,21 @@ class Finding:
         r = self.result
         maj = f", majority-label rate {100 * self.majority:.1f}%" if self.majority is not None else ""
         accs = f"{self.a} {100 * r.acc_a:.1f}% vs {self.b} {100 * r.acc_b:.1f}%{maj}; "
-        nums = (f"{accs}{_pp(r.diff)} points (95% CI {_pp(r.ci_low)} to {_pp(r.ci_high)}; McNemar exact "
-                f"p = {r.p_value:.3g}; {r.n} paired answers from {self.contexts} matched evaluation"
+        adjusted = "" if r.p_adjusted is None else \
+            f", Holm-adjusted over the {self.family} findings of this section p = {r.p_adjusted:.3g}"
+        detectable = (f"at 80% power this comparison detects a true difference of {100 * r.mdd:.1f} "
+                      "points" if r.mdd is not None else "the two never disagree, so no spread to "
+                      "size a detectable difference")
+        nums = (f"{accs}{_pp(r.diff)} points (95% cluster-bootstrap CI {_pp(r.ci_low)} to {_pp(r.ci_high)}; "
+                f"exact sign-flip test over {r.examples} examples p = {r.p_value:.3g}{adjusted}; "
+                f"{r.n} paired answers from {self.contexts} matched evaluation"
                 f"{'s' if self.contexts != 1 else ''}; {r.a_only} won by {self.a} only, {r.b_only} by "
-                f"{self.b} only)")
+                f"{self.b} only; {detectable})")
         if r.significant:
             verb = "beat" if r.diff > 0 else "lost to"
-            return f"**{self.a} {verb} {self.b}** on this run: {nums}."
-        return (f"**No clear difference between {self.a} and {self.b}** on this run: {nums}. "
-                "The data cannot tell them apart at this size.")
+            return f"{self.degenerate()}**{self.a} {verb} {self.b}** on this run: {nums}."
+        return (f"{self.degenerate()}**No clear difference between {self.a} and {self.b}** on this run: "
+                f"{nums}. The data cannot tell them apart at this size.")
 
 
 def _pp(x: float) -> str:
@@ -53,13 +86,13 @@ def _pp(x: float) -> str:
 
 
 def pairs(df, preds, factor: str, a: str, b: str, match_also: str | None):
-    """Pooled paired correctness (a, b, example keys) and the number of matched evaluations."""
+    """Pooled paired correctness (a, b, example keys), the matched (eval_key_a, eval_key_b,
+    convention) and the majority-label rate of the paired examples."""
     keys = list(MATCH) + ([match_also] if match_also else [])
     side_a = df[df[factor] == a]
     side_b = df[df[factor] == b]
     joined = side_a.merge(side_b, on=keys, suffixes=("_a", "_b"))
-    va, vb, ex, maj = [], [], [], []
-    contexts = 0
+    va, vb, ex, maj, matched = [], [], [], [], []
     by_eval = {k: g.set_index("example_id")["correct"] for k, g in preds.groupby(["eval_key", "convention"])}
     for _, row in joined.iterrows():
         pa = by_eval.get((row["eval_key_a"], row["convention"]))
@@ -69,41 +102,25 @@ def pairs(df, preds, factor: str, a: str, b: str, match_also: str | None):
         common = pa.index.intersection(pb.index)
         if not len(common):
             continue
-        contexts += 1
+        matched.append((row["eval_key_a"], row["eval_key_b"], row["convention"]))
         if row["majority_rate_a"] is not None and row["majority_rate_a"] == row["majority_rate_a"]:
             maj += [float(row["majority_rate_a"])] * len(common)
         va += list(pa[common])
         vb += list(pb[common])
         ex += [f"{row['model']}|{row['target']}|{i}" for i in common]
     majority = float(np.mean(maj)) if len(maj) == len(va) and maj else None
-    return np.array(va, dtype=int), np.array(vb, dtype=int), ex, contexts, majority
+    return np.array(va, dtype=int), np.array(vb, dtype=int), ex, matched, majority
 
 
-def compare_pooled(a, b, examples, seed: int = 0) -> Paired:
-    """McNemar on all pairs; bootstrap CI over distinct examples (their mean correctness)."""
-    a_only = int(((a == 1) & (b == 0)).sum())
-    b_only = int(((a == 0) & (b == 1)).sum())
-    order = {e: i for i, e in enumerate(dict.fromkeys(examples))}
-    idx = np.array([order[e] for e in examples])
-    counts = np.bincount(idx)
-    ma = np.bincount(idx, weights=a) / counts
-    mb = np.bincount(idx, weights=b) / counts
-    _, low, high = paired_bootstrap(ma, mb, seed=seed)
-    return Paired(n=len(a), acc_a=float(a.mean()), acc_b=float(b.mean()), diff=float(a.mean() - b.mean()),
-                  ci_low=low, ci_high=high, a_only=a_only, b_only=b_only,
-                  p_value=mcnemar_exact(a_only, b_only))
-
-
-def finding(df, preds, factor: str, a: str, b: str) -> Finding:
+def finding(df, preds, factor: str, a: str, b: str, flagged: dict | None = None) -> Finding:
     match_also = "selection" if factor == "method" else "method"
-    va, vb, ex, contexts, majority = pairs(df, preds, factor, a, b, match_also)
+    va, vb, ex, matched, majority = pairs(df, preds, factor, a, b, match_also)
     if not len(va):
         return Finding(a, b, factor, None, 0)
-    if len(set(ex)) == len(ex):
-        result = compare(va, vb)
-    else:
-        result = compare_pooled(va, vb, ex)
-    return Finding(a, b, factor, result, contexts, majority)
+    flagged = flagged or {}
+    return Finding(a, b, factor, compare(va, vb, ex), len(matched), majority,
+                   flagged_a=sum((ka, conv) in flagged for ka, _, conv in matched),
+                   flagged_b=sum((kb, conv) in flagged for _, kb, conv in matched))
 
 
 QUESTIONS = [("method", "loramoe", "rocket"), ("method", "loramoe", "xlora"),
@@ -122,6 +139,37 @@ def questions(methods) -> list[tuple[str, str, str]]:
 
 
 def findings(df, preds, convention: str) -> list[Finding]:
-    """The questions on this run's results (one convention)."""
+    """The questions on this run's results (one convention); the measured ones form one Holm family."""
     df = df[df["convention"] == convention]
-    return [finding(df, preds, factor, a, b) for factor, a, b in questions(df["method"].unique())]
+    flagged = flags(df, preds)
+    out = [finding(df, preds, factor, a, b, flagged) for factor, a, b in questions(df["method"].unique())]
+    measured = [f for f in out if f.result is not None]
+    for f, p in zip(measured, holm([f.result.p_value for f in measured])):
+        f.result.p_adjusted = p
+        f.family = len(measured)
+    return out
+
+
+def above_base(df) -> list[str]:
+    """Cells whose 95% CI lies wholly above the base model's on the same target, seed and
+    convention (non-overlapping CIs: an effect the run shows without any test)."""
+    keys = ["model", "target", "seed", "convention"]
+    base = df[df["method"] == "base"].set_index(keys)["ci_high"].to_dict()
+    out = []
+    for _, row in df[df["method"] != "base"].iterrows():
+        top = base.get(tuple(row[k] for k in keys))
+        if top is not None and row["ci_low"] is not None and row["ci_low"] > top:
+            sel = "" if row["selection"] == "none" else f" ({row['selection']})"
+            out.append(f"{row['method']}{sel} on {row['target']}")
+    return list(dict.fromkeys(out))
+
+
+def can_show(df) -> str:
+    """One plain line: which cells beat the base model with non-overlapping CIs, or that none did."""
+    cells = above_base(df)
+    if cells:
+        return (f"This run shows a real effect: {', '.join(cells)} scored above the base model with "
+                "non-overlapping 95% CIs.")
+    return ("This run shows no effect: no method's 95% CI lies above the base model's on any target, "
+            "so its tables and findings exercise the pipeline and cannot support any claim about "
+            "the methods.")

@@ -2,6 +2,7 @@
 
 Accuracies are percentages with their 95% CI (one seed) or the spread over seeds, and every
 target's majority-label rate stands beside them, so a number near the label prior reads as such.
+Degenerate cells (`loraocean.report.flags`) carry their flag in brackets.
 """
 
 from __future__ import annotations
@@ -24,16 +25,20 @@ def pct(x) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f}"
 
 
-def cell(group) -> tuple[float, str]:
-    """Mean value over seeds and its text: '62.0 (55.1–68.4)' for one seed, '62.0 ±1.3' for more."""
+def cell(group, flagged: dict | None = None) -> tuple[float, str]:
+    """Mean value over seeds and its text: '62.0 (55.1–68.4)' for one seed, '62.0 ±1.3' for more,
+    followed by ' [=base]' (or another flag) when a seed's evaluation is a degenerate cell."""
     values = group["value"].to_numpy(dtype=float)
     mean = float(values.mean())
+    marks = [flagged[k] for k in zip(group["eval_key"], group["convention"]) if k in (flagged or {})]
+    mark = "" if not marks else f" [{marks[0]}]" if len(group) == 1 else \
+        f" [{marks[0]}; {len(marks)} of {len(group)} seeds flagged]"
     if len(values) == 1:
         row = group.iloc[0]
         if row["ci_low"] is not None and not np.isnan(row["ci_low"]):
-            return mean, f"{pct(mean)} ({pct(row['ci_low'])}–{pct(row['ci_high'])})"
-        return mean, pct(mean)
-    return mean, f"{pct(mean)} ±{100 * values.std(ddof=1):.1f}"
+            return mean, f"{pct(mean)} ({pct(row['ci_low'])}–{pct(row['ci_high'])}){mark}"
+        return mean, pct(mean) + mark
+    return mean, f"{pct(mean)} ±{100 * values.std(ddof=1):.1f}{mark}"
 
 
 def ordered(values, preferred: list[str]) -> list[str]:
@@ -41,8 +46,10 @@ def ordered(values, preferred: list[str]) -> list[str]:
     return [v for v in preferred if v in present] + [v for v in present if v not in preferred]
 
 
-def method_by_target(df, selection: str, methods: list[str], targets: list[str]) -> Table:
-    """Rows: methods (references use no selection); columns: targets and their average."""
+def method_by_target(df, selection: str, methods: list[str], targets: list[str],
+                     flagged: dict | None = None) -> Table:
+    """Rows: methods (references use no selection); columns: targets and their average.
+    `flagged`: (eval_key, convention) -> flag of the degenerate cells (`report.flags.flags`)."""
     targets = ordered(df["target"], targets)
     sub = df[(df["selection"] == selection) | (df["selection"] == "none")]
     rows, values = [], {}
@@ -54,7 +61,7 @@ def method_by_target(df, selection: str, methods: list[str], targets: list[str])
             if g.empty:
                 line.append("–")
                 continue
-            mean, text = cell(g)
+            mean, text = cell(g, flagged)
             values[(method, target)] = mean
             means.append(mean)
             line.append(text)
@@ -72,7 +79,9 @@ def method_by_target(df, selection: str, methods: list[str], targets: list[str])
                  headers=["method"] + targets + ["avg"], rows=rows, values=values,
                  note="Cells: accuracy with its 95% bootstrap CI (one seed) or ± the standard deviation "
                       "over seeds. 'majority label' is the accuracy of always answering the most "
-                      "frequent label of that evaluation set: methods near it learned little.")
+                      "frequent label of that evaluation set: methods near it learned little. "
+                      "[=base]: every answer equals the base model's; [one answer NN%]: the most "
+                      "frequent answer covers NN% >= 90% of examples.")
 
 
 def selection_by_method(df, strategies: list[str], methods: list[str]) -> Table:

@@ -67,14 +67,34 @@ def inner(x: dict, y: dict) -> float:
 
 def cosine_matrix(folders: list) -> torch.Tensor:
     """Pairwise cosine similarity of the flattened weight deltas of the LoRAs in `folders`."""
+    return _cosines(folders, inner)
+
+
+def weight_inner(x: dict, y: dict) -> float:
+    """Dot product of two LoRAs' flattened A and B tensors (Rocket's per-tensor form), summed over
+    shared modules; a LoRA of lower rank is zero-padded (rows of A, columns of B)."""
+    total = 0.0
+    for module in x.keys() & y.keys():
+        (a1, b1, _), (a2, b2, _) = x[module], y[module]
+        r = min(a1.shape[0], a2.shape[0])
+        total += float((a1[:r] * a2[:r]).sum() + (b1[:, :r] * b2[:, :r]).sum())
+    return total
+
+
+def _cosines(folders: list, product) -> torch.Tensor:
     factors = [lora_factors(f) for f in folders]
     n = len(factors)
     gram = torch.zeros(n, n, dtype=torch.float64)
     for i in range(n):
         for j in range(i, n):
-            gram[i, j] = gram[j, i] = inner(factors[i], factors[j])
+            gram[i, j] = gram[j, i] = product(factors[i], factors[j])
     norms = gram.diagonal().clamp(min=1e-300).sqrt()
     return gram / norms[:, None] / norms[None, :]
+
+
+def weight_cosine_matrix(folders: list) -> torch.Tensor:
+    """Pairwise cosine similarity of the LoRAs' flattened A and B weights (not their deltas)."""
+    return _cosines(folders, weight_inner)
 
 
 def least_overlap(cos: torch.Tensor, k: int) -> tuple[tuple[int, ...], float]:

@@ -42,3 +42,28 @@ class Oracle:
         return [Choice(e.task, round(v, 6),
                        f"USES TARGET LABELS: dev {r.metric} {v:.3f} alone on {r.n} {target_task} dev examples",
                        str(e.path)) for v, r, e in scored]
+
+
+def against_oracle(sel, oracle) -> dict:
+    """How a strategy's `Selection` compares with the oracle's for the same target and candidates.
+
+    regret: mean dev score of the oracle's top k minus that of the strategy's chosen k (each LoRA's
+    dev score alone, as the oracle measured it; a set is scored by its members' mean);
+    precision_at_k: share of the strategy's chosen k that are among the oracle's top k;
+    spearman, kendall: rank correlation between the strategy's ranking and the dev scores over all
+    candidates (scipy.stats; None when either side is constant)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    dev = {c.task: c.score for c in oracle.ranking}
+    k = sel.k
+    best = sorted(dev.values(), reverse=True)[:k]
+    chosen = sel.chosen
+    regret = sum(best) / k - sum(dev[t] for t in chosen) / k
+    tasks = [c.task for c in sel.ranking]
+    position = [-i for i in range(len(tasks))]  # best first -> highest value
+    scores = [dev[t] for t in tasks]
+    constant = len(set(scores)) < 2
+    rho = None if constant else float(spearmanr(position, scores).statistic)
+    tau = None if constant else float(kendalltau(position, scores).statistic)
+    return {"strategy": sel.strategy, "chosen": chosen, "regret": regret,
+            "precision_at_k": len(set(chosen) & set(oracle.chosen)) / k, "spearman": rho, "kendall": tau}

@@ -10,15 +10,16 @@ from loraocean.selection.candidates import candidates as list_candidates
 from loraocean.selection.candidates import check_k
 
 # the order of `--strategy all` (diversity after ppl, so it reuses the ppl ranking)
-ALL = ("manual", "random", "embedding", "ppl", "diversity", "oracle")
-NEEDS_EXAMPLES = {"ppl", "embedding"}
+ALL = ("manual", "random", "embedding", "ppl", "diversity", "rocket", "oracle")
+NEEDS_EXAMPLES = {"ppl", "embedding", "rocket"}
 
 
 def select(target: str, library: str | Path, model: str | ModelRef, k: int = 4, strategy: str = "ppl",
            shots: int = 32, seed: int = 0, include_target: bool = False, **options) -> Selection:
     """One strategy's ranking of the library LoRAs of `model` for `target`; the first k are chosen.
 
-    options: map_file (manual), base and pool (diversity), dev_limit (oracle), batch_size.
+    options: map_file (manual), base and pool (diversity), pool (rocket's shortlist), dev_limit
+    (oracle), batch_size.
     """
     return select_many(target, library, model, k, [strategy], shots, seed, include_target, **options)[strategy]
 

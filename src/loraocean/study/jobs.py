@@ -118,6 +118,7 @@ TRAIN_TOKENS_PER_S = 150.0
 TOKENS_PER_EXAMPLE = 100       # prompt + answer of a typical BIG-bench choice task, chat template
 METHOD_TRAIN_FACTOR = {"xlora": 2.0, "loramoe": 1.5, "rocket": 1.3}  # step cost vs one LoRA
 ROUTING_EXAMPLES = 16
+ORACLE_DEV_EXAMPLES = 100      # the oracle strategy's default dev_limit
 
 
 def _speed(model: str) -> float:
@@ -137,8 +138,9 @@ def estimate_seconds(job: Job, cfg: StudyConfig) -> float:
     if job.kind == "lora":
         return _train_tokens(i["max_train"], i["max_steps"], 8) / rate
     if job.kind == "select":
-        return {"ppl": len(i["candidates"]) * i["shots"] * TOKENS_PER_EXAMPLE / (3 * rate),
-                "embedding": 10.0}.get(i["strategy"], 0.1)
+        scoring = len(i["candidates"]) * 1.5 * TOKENS_PER_EXAMPLE / (3 * rate)  # per example, all LoRAs
+        return {"ppl": scoring * i["shots"] / 1.5, "embedding": 10.0,
+                "oracle": scoring * ORACLE_DEV_EXAMPLES}.get(i["strategy"], 0.1)
     if job.kind == "fit":
         return _train_tokens(i["max_fit"], i["max_steps"], 8) * METHOD_TRAIN_FACTOR.get(i["method"], 1.0) / rate
     n = (i["max_eval"] or 500) + (ROUTING_EXAMPLES if i["selection"] else 0)

@@ -7,8 +7,15 @@ I[b, i] = 1 + delta if (i < E/2 and task_type_b = 1) or (i >= E/2 and task_type_
 L = beta * Var(I*Q) / (Mean(I*Q)^2 + 1e-10) over all batch x E entries (unbiased variance).
 The losses of all adapted Linears are summed. task_type 1 marks world-knowledge examples: in
 `fit` it is the example's metadata["task_type"] when present, else 1 for tasks of the
-"knowledge" category and 0 for the others. Experts are the selected library LoRAs (their FFN
-parts) or, with no experts given, `n_experts` fresh LoRAs (A kaiming, B zero).
+"knowledge" category and 0 for the others.
+
+The localized part needs two kinds of example: the paper mixes world-knowledge data into the
+fine-tuning set so that one half of the experts keeps it. When the fit's examples are all of one
+type (the usual benchmark fit on one target), `fit` passes no task_type and the loss is the plain
+balance variant, I = 1: beta * squared coefficient of variation of Q, pushing toward equal use of
+all experts rather than toward an arbitrary half of the library experts. Experts are the selected
+library LoRAs (their FFN parts) or, with no experts given, `n_experts` fresh LoRAs (A kaiming, B
+zero).
 """
 
 from __future__ import annotations
@@ -38,15 +45,15 @@ class Config:
 
 def lbc_loss(gates: torch.Tensor, task_type: torch.Tensor | None, mask: torch.Tensor | None,
              beta: float, delta: float) -> torch.Tensor:
-    """The localized balancing constraint of one layer (see the module docstring)."""
+    """The localized balancing constraint of one layer (see the module docstring); with
+    `task_type` None (one type in the whole fit) the plain balance variant, importance 1."""
     gates = gates.float()
     if mask is not None:
         gates = gates * mask[..., None].to(gates.dtype)
     Q = gates.sum(1)  # (batch, E)
-    n_batch, n_experts = Q.shape
     if task_type is None:
-        task_type = torch.zeros(n_batch, dtype=torch.long, device=Q.device)
-    first_half = torch.arange(n_experts, device=Q.device) < n_experts / 2
+        return beta * Q.flatten().var() / (Q.mean() ** 2 + 1e-10)
+    first_half = torch.arange(Q.shape[1], device=Q.device) < Q.shape[1] / 2
     knowledge = task_type.to(Q.device).bool()[:, None]
     favoured = (first_half[None] & knowledge) | (~first_half[None] & ~knowledge)
     importance = torch.where(favoured, 1.0 + delta, 1.0 - delta)
@@ -66,7 +73,8 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
 
 @register_method("loramoe", Config, trains=True, aux_loss=aux_loss)
 def build(base, experts, cfg: Config) -> MoEModel:
-    """LoRAMoE: FFN-only experts, dense fp32 softmax router per Linear, LBC auxiliary loss."""
+    """LoRAMoE: FFN-only experts, dense fp32 softmax router per Linear, LBC auxiliary loss
+    (localized when the fit mixes task types, else plain balance)."""
     targets = models.targets(base, "mlp")
     if experts:
         experts = [e.only(targets) for e in experts]

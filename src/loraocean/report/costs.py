@@ -1,0 +1,131 @@
+"""What each method cost beside what it scored, and `results.json`, the machine-readable report.
+
+Costs come from the finished job folders: a fitted method's training log (`card.train_log` of its
+fit jobs), the target LoRA's own training log for `target_lora`, nothing for the base model. The
+library LoRAs the MoE methods start from are shared by all of them and shown as their own row.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from loraocean.report.tables import Table, ordered
+
+LIBRARY_ROW = "library LoRA (each)"
+
+
+def _result(run_dir: Path, job: dict) -> dict | None:
+    path = run_dir / "jobs" / f"{job['kind']}-{job['key']}" / "result.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def training(run_dir: Path, study: dict, df) -> dict[str, list[dict]]:
+    """method -> one record per distinct training run behind its evaluations: trainable params,
+    optimizer steps, training tokens, wall seconds (the job's own time)."""
+    jobs = {j["key"]: j for j in study["jobs"]}
+    out: dict[str, list[dict]] = {}
+    seen = set()
+    for _, row in df.drop_duplicates(["eval_key"]).iterrows():
+        eval_job = jobs.get(row["eval_key"])
+        if eval_job is None:
+            continue
+        source = row["fit_key"] if isinstance(row["fit_key"], str) else next(
+            (d for d in eval_job["deps"] if jobs[d]["kind"] == "lora"), None)
+        if source in seen:
+            continue
+        seen.add(source)
+        if source is None:  # the base model: nothing trained
+            out.setdefault(row["method"], []).append({"trainable_params": 0, "steps": 0, "tokens": 0, "seconds": 0.0})
+            continue
+        res = _result(run_dir, jobs[source]) or {}
+        log = res.get("train") if jobs[source]["kind"] == "lora" else (res.get("card") or {}).get("train_log")
+        log = log or {}
+        out.setdefault(row["method"], []).append({
+            "trainable_params": log.get("trainable_params", 0 if not log else None),
+            "steps": log.get("steps", 0), "tokens": log.get("tokens", 0), "seconds": res.get("seconds")})
+    libs = [(_result(run_dir, j) or {}) for j in study["jobs"] if j["kind"] == "lora"]
+    out[LIBRARY_ROW] = [{"trainable_params": (r.get("train") or {}).get("trainable_params"),
+                         "steps": (r.get("train") or {}).get("steps"), "tokens": (r.get("train") or {}).get("tokens"),
+                         "seconds": r.get("seconds")} for r in libs if r]
+    return out
+
+
+def _mean(records: list[dict], key: str) -> float | None:
+    values = [r[key] for r in records if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _num(x: float | None, fmt: str = "{:,.0f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def cost_table(run_dir: Path, study: dict, df, methods: list[str]) -> Table:
+    """Rows: methods (and the shared library LoRA); columns: mean cost per training run, n."""
+    runs = training(run_dir, study, df)
+    rows, values = [], {}
+    for method in ordered([m for m in runs if m != LIBRARY_ROW], methods) + [LIBRARY_ROW]:
+        records = runs.get(method, [])
+        if not records:
+            continue
+        ns = df[df["method"] == method]["n"].dropna().astype(int)
+        cells = {"trainable_params": _mean(records, "trainable_params"), "steps": _mean(records, "steps"),
+                 "tokens": _mean(records, "tokens"), "seconds": _mean(records, "seconds")}
+        values.update({(method, k): v for k, v in cells.items()})
+        n = "–" if ns.empty else (str(ns.min()) if ns.min() == ns.max() else f"{ns.min()}–{ns.max()}")
+        rows.append([method, _num(cells["trainable_params"]), _num(cells["steps"]), _num(cells["tokens"]),
+                     _num(cells["seconds"], "{:.1f}"), str(len(records)), n])
+    return Table(title="Cost of each method (mean per training run) and n per cell",
+                 headers=["method", "trainable params", "optimizer steps", "training tokens",
+                          "wall s", "training runs", "test examples per cell"],
+                 rows=rows, values=values,
+                 note="Training-free methods build in the wall time shown and train nothing. MoE methods "
+                      "also start from the shared library LoRAs (last row, each). '–': not recorded "
+                      "by the job (results written before this column existed).")
+
+
+def git_commit() -> str | None:
+    """The commit of the code that writes the report (with '+dirty' for uncommitted changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def devices(run_dir: Path, study: dict) -> list[str]:
+    """Devices the run's library LoRAs were trained on (their cards), else this machine's."""
+    found = set()
+    for job in study["jobs"]:
+        res = _result(run_dir, job) if job["kind"] == "lora" else None
+        card = (run_dir / "jobs" / f"lora-{job['key']}" / res["adapter"] / "card.json") if res else None
+        if card is not None and card.is_file():
+            found.add(json.loads(card.read_text(encoding="utf-8")).get("device"))
+    found.discard(None)
+    if found:
+        return sorted(found)
+    import torch
+
+    return [torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"]
+
+
+def results_json(run_dir: Path, study: dict, df, findings: dict, costs: dict[str, Table],
+                 can_show: str | None = None) -> dict:
+    """The machine-readable report: every results row, the findings and costs, and provenance."""
+    from loraocean.artifacts import package_versions
+
+    versions = package_versions(("loraocean", "torch", "transformers", "peft", "safetensors", "accelerate",
+                                 "datasets", "numpy", "pandas"))
+    return {"study": study["name"], "config_hash": study["config_hash"], "git_commit": git_commit(),
+            "versions": versions, "study_versions": study["versions"], "device": devices(run_dir, study),
+            "results": json.loads(df.drop(columns=["versions"], errors="ignore").to_json(orient="records")),
+            "can_show": can_show, "findings": findings,
+            "costs": {model: [dict(zip(t.headers, r)) for r in t.rows] for model, t in costs.items()}}

@@ -1,0 +1,85 @@
+"""The cost table and results.json of a stand-in run whose job results carry known training logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import test_study_standins as standins
+from loraocean.report.build import write_report
+from loraocean.report.costs import LIBRARY_ROW, cost_table
+from loraocean.study import load_config, query, run_study
+from loraocean.study.store import study_file
+
+STUDY = """\
+name: costs
+models: [tiny-llama]
+tasks:
+  targets: [bb_intent_recognition]
+  pool: [bb_social_iqa, bb_snarks, bb_winowhy]
+library: {preset: smoke}
+methods: [base, target_lora, loramoe, xlora]
+selection: {strategies: [ppl, manual], k: 2, shots: 4}
+seeds: [0, 1]
+caps: {max_eval: 40}
+"""
+
+
+def _patch(path: Path, **fields) -> None:
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def run(tmp_path):
+    (tmp_path / "s.yaml").write_text(STUDY)
+    run_dir = tmp_path / "run"
+    run_study(load_config(tmp_path / "s.yaml"), run_dir, stages=standins.STAGES, fetch=False)
+    study = study_file(run_dir)
+    n_fit = 0
+    for job in study["jobs"]:
+        folder = run_dir / "jobs" / f"{job['kind']}-{job['key']}"
+        if job["kind"] == "lora":  # every library LoRA: 12 steps, 900 tokens, 5000 params, 3 s
+            _patch(folder / "result.json", seconds=3.0,
+                   train={"steps": 12, "tokens": 900, "trainable_params": 5000})
+        elif job["kind"] == "fit" and job["inputs"]["method"] == "loramoe":
+            n_fit += 1  # the fits differ in tokens: 100, 200, 300, 400 -> mean 250
+            _patch(folder / "result.json", seconds=float(n_fit),
+                   card={"train_log": {"steps": 8, "tokens": 100 * n_fit, "trainable_params": 777}})
+        elif job["kind"] == "fit":  # xlora's fits written as a training-free build would be
+            _patch(folder / "result.json", seconds=0.5, card={"train_log": None})
+    assert n_fit == 4  # 2 strategies x 2 seeds
+    return run_dir
+
+
+def test_cost_table_from_the_job_logs(run):
+    t = cost_table(run, study_file(run), query(run), ["base", "target_lora", "loramoe", "xlora"])
+    rows = {r[0]: r for r in t.rows}
+    assert rows["base"][1:6] == ["0", "0", "0", "0.0", "1"]
+    # target_lora: the target's own LoRA, trained once, shared by both seeds' rows
+    assert rows["target_lora"][1:6] == ["5,000", "12", "900", "3.0", "1"]
+    assert rows["loramoe"][1:6] == ["777", "8", "250", "2.5", "4"]
+    assert rows["xlora"][1:6] == ["0", "0", "0", "0.5", "4"]
+    assert rows[LIBRARY_ROW][1:6] == ["5,000", "12", "900", "3.0", "4"]
+    assert rows["loramoe"][6] == "40"  # n per cell: the stand-ins score max_eval examples
+
+
+def test_results_json_beside_the_report(run):
+    write_report(run)
+    data = json.loads((run / "results.json").read_text())
+    df = query(run)
+    assert len(data["results"]) == len(df)
+    assert data["config_hash"] == study_file(run)["config_hash"]
+    here = Path(__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert data["git_commit"].split("+")[0] == head
+    assert data["versions"]["numpy"] and data["device"]
+    section = data["findings"]["tiny-llama / lm-eval"]
+    measured = [f for f in section if "p_value" in f]
+    assert measured and all(f["holm_family"] == len(measured) for f in measured)
+    assert {r["method"] for r in data["costs"]["tiny-llama"]} >= {"loramoe", LIBRARY_ROW}
+    assert "| loramoe | 777 | 8 | 250 | 2.5 | 4 | 40 |" in (run / "report.md").read_text()
