@@ -106,7 +106,7 @@ def main() -> None:
                                                  "--task", TARGET, "--preset", "smoke", "--out", str(ckpt))):
                     summary = out / f"{method}.json"
                     step(f"eval {method}", cli("eval", "--model", model, "--adapter", str(ckpt), "--task",
-                                               TARGET, "--limit", "16", "--json", str(summary)),
+                                               TARGET, "--limit", "8", "--json", str(summary)),
                          note=lambda _, p=summary: _accuracy(p))
     if "bench" not in skip:
         for name, extra in BENCHES.items():

@@ -3,9 +3,11 @@ BIG-bench files (../shared read in place when it is there, else fetched once int
 tiny models.
 
 Device: `LORAOCEAN_TEST_DEVICE` (default cpu; `cuda` on a GPU machine, see `make test-gpu`) is
-where `models.load` puts every model (through $LORAOCEAN_DEVICE, which the CLI run in subprocesses
-inherits too), in the dtype `models.default_dtype` picks there (bf16 on a GPU). Tests build their
-inputs with `on_device(...)` / `device=DEVICE` and compare with `tol(cpu, bf16)`.
+where `models.load` puts every model, in `LORAOCEAN_TEST_DTYPE` (default float32 on every device,
+so a GPU run checks the same numbers as the CPU; `bfloat16` runs the models as users get them on a
+GPU). Both reach `models.load` (and the CLI run in subprocesses) through $LORAOCEAN_DEVICE and
+$LORAOCEAN_DTYPE. Tests build their inputs with `on_device(...)` / `device=DEVICE` and compare
+model outputs with `tol(fp32, bf16)`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ SHARED = Path(os.environ.get("LORAOCEAN_SHARED", ROOT.parent / "shared"))
 
 DEVICE = torch.device(os.environ.get("LORAOCEAN_TEST_DEVICE") or "cpu")
 os.environ["LORAOCEAN_DEVICE"] = str(DEVICE)
+os.environ["LORAOCEAN_DTYPE"] = os.environ.get("LORAOCEAN_TEST_DTYPE") or "float32"
 
 # The user's cache, as `make run` uses it, before the tests point LORAOCEAN_HOME at their own.
 USER_HOME = Path(os.environ.get("LORAOCEAN_HOME") or Path.home() / ".cache" / "loraocean")
@@ -28,18 +31,18 @@ USER_HOME = Path(os.environ.get("LORAOCEAN_HOME") or Path.home() / ".cache" / "l
 os.environ.setdefault("LORAOCEAN_HOME", str(ROOT / ".cache" / "loraocean-test"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from loraocean.models import default_dtype  # noqa: E402  (after LORAOCEAN_DEVICE is set)
+from loraocean.models import default_dtype  # noqa: E402  (after LORAOCEAN_DTYPE is set)
 
 DTYPE = default_dtype(str(DEVICE))
 
 
-def tol(cpu: float, bf16: float) -> float:
-    """A tolerance for a comparison of model outputs: `cpu` as written for fp32, or `bf16` when
-    the models run in a half-precision dtype (bf16 on a GPU). bf16 keeps 8 bits of mantissa, so
+def tol(fp32: float, bf16: float) -> float:
+    """A tolerance for a comparison of model outputs: `fp32` as written for float32 models (on any
+    device), or `bf16` when they run in bfloat16 (LORAOCEAN_TEST_DTYPE). bf16 keeps 8 bits of mantissa, so
     each rounding is up to 2**-9 relative, and two computations of the same quantity in different
     operation orders (ours and PEFT's, a cached and an uncached pass) differ by a few of those
     roundings accumulated over the layers; the call site says what its bf16 number covers."""
-    return cpu if DTYPE == torch.float32 else bf16
+    return fp32 if DTYPE == torch.float32 else bf16
 
 
 def on_device(x):

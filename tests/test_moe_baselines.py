@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import DEVICE, tol
+from conftest import DEVICE
 from loraocean.models import load
 from loraocean.moe import get_method, load_adapter
 from loraocean.moe.methods.arrow import prototype

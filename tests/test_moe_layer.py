@@ -19,8 +19,8 @@ SPECS = [(2, 4, ["q_proj", "v_proj", "up_proj", "down_proj"], 1),
          (8, 8, ["q_proj", "v_proj", "up_proj", "down_proj"], 3)]
 
 
-# Tiny-model logits (size ~0.5) computed by us and by PEFT in bf16: a few roundings of 2**-9
-# relative apart per layer; calibrated on CPU with LORAOCEAN_DTYPE=bfloat16 (README, "Tests on a GPU").
+# With LORAOCEAN_TEST_DTYPE=bfloat16 only: tiny-model logits (size ~0.5) computed by us and by PEFT
+# in bf16 are a few roundings of 2**-9 relative apart per layer (an estimate, see tests/conftest.py).
 BF16_LOGITS = 3e-2
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import DEVICE, bigbench_task, on_device, tol
+from conftest import DEVICE, bigbench_task, on_device
 from loraocean.batching import encode, pad_batch
 from loraocean.models import load
 from loraocean.moe import (all_methods, fit, fit_model, get_method, load_adapter, load_checkpoint,

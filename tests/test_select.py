@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import DEVICE, tol
+from conftest import DEVICE
 from loraocean.errors import LoraOceanError
 from loraocean.selection import ModelRef, Selection, overlap, select
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import bigbench_task, on_device, tol
+from conftest import bigbench_task, on_device
 from loraocean.batching import encode, pad_batch
 from loraocean.models import load
 from loraocean.tasks import load_split
