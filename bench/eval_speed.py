@@ -1,7 +1,7 @@
 """Choice scoring speed: our shared-prefix scorer vs lm-eval's HFLM, same model, adapter and task.
 
     python bench/eval_speed.py [--model smollm2-135m] [--task bb_intent_recognition] [--split test]
-                               [--limit N] [--adapter DIR] [--batch-size 16]
+                               [--limit N] [--adapter DIR] [--batch-size 16] [--device D] [--shape S]
 
 Both score every (context, choice) pair of the split's examples in the lm-eval convention (sum of
 the choice's token log-probabilities): ours with `loraocean.evaluation.evaluate` (one context pass
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import Clock, use_shared_bigbench
+from _common import Clock, add_device_args, model_from_args, use_shared_bigbench
 
 
 def hflm_predictions(hflm, examples, tokenizer):
@@ -48,7 +48,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--adapter", default=None)
     parser.add_argument("--batch-size", type=int, default=16)
+    add_device_args(parser)
     args = parser.parse_args()
+    args.model = model_from_args(args)
     use_shared_bigbench()
 
     import torch
@@ -72,9 +74,9 @@ def main() -> None:
 
     evaluate(model, tokenizer, spec, examples[:4], batch_size=args.batch_size)  # warm-up
     hflm_predictions(hflm, examples[:4], tokenizer)
-    with Clock() as ours_t:
+    with Clock(model.device) as ours_t:
         ours = evaluate(model, tokenizer, spec, examples, convention="lm-eval", batch_size=args.batch_size)
-    with Clock() as theirs_t:
+    with Clock(model.device) as theirs_t:
         preds, lls = hflm_predictions(hflm, examples, tokenizer)
     our_preds = [p["prediction"] for p in ours.predictions]
     same = sum(a == b for a, b in zip(our_preds, preds))
@@ -85,7 +87,8 @@ def main() -> None:
     print(f"{'':22}{'wall s':>10}{'cpu s':>10}")
     print(f"{'HFLM (baseline)':22}{theirs_t.wall:>10.2f}{theirs_t.cpu:>10.2f}")
     print(f"{'loraocean scorer':22}{ours_t.wall:>10.2f}{ours_t.cpu:>10.2f}")
-    print(f"speed-up: {theirs_t.wall / ours_t.wall:.2f}x wall, {theirs_t.cpu / ours_t.cpu:.2f}x cpu")
+    print(f"speed-up: {theirs_t.wall / ours_t.wall:.2f}x wall, {theirs_t.cpu / ours_t.cpu:.2f}x cpu; "
+          f"peak memory ours {ours_t.peak_mib:.0f} MiB, HFLM {theirs_t.peak_mib:.0f} MiB")
     if same != len(examples):
         sys.exit(1)
 

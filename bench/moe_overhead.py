@@ -7,7 +7,8 @@
 3. X-LoRA greedy generation of 64 tokens: ours (one KV cache per pass) vs PEFT XLoraModel.generate
    (no cache), same output tokens (goal >= 5x).
 
-Options: --model NAME (default smollm2-135m), --quick (fewer repeats), --skip-xlora, --threads N.
+Options: --model NAME (default smollm2-135m) or --shape tiny|llama-1b|llama-8b, --device cpu|cuda,
+--quick (fewer repeats), --skip-xlora, --threads N. On CUDA each timed call is synchronised.
 Each figure is printed as wall-clock and as CPU time of this process (steadier when the machine
 is shared with other jobs).
 """
@@ -24,10 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _common import add_device_args, model_from_args, synchronize
 from loraocean import models
 from loraocean.batching import pad_batch, Encoded
 from loraocean.moe import get_method, load_adapter
 from loraocean.moe.layer import MoELinear, SoftmaxRouter
+
+
+DEVICE = "cpu"  # where the layer bench's tensors live; main() sets the models' device
 
 
 class Time(float):
@@ -50,8 +55,10 @@ def timed_interleaved(fns: list, repeats: int, warmup: int = 1) -> list[Time]:
     wall, cpu = [[] for _ in fns], [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            synchronize(DEVICE)
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()
+            synchronize(DEVICE)
             wall[i].append(time.perf_counter() - start)
             cpu[i].append(time.process_time() - start_cpu)
     out = []
@@ -69,7 +76,7 @@ def once(fn) -> Time:
 def batch(vocab: int, n: int = 8, length: int = 128) -> dict:
     g = torch.Generator().manual_seed(0)
     items = [Encoded(ids := torch.randint(0, vocab, (length,), generator=g).tolist(), ids) for _ in range(n)]
-    return pad_batch(items, 0)
+    return {k: v.to(DEVICE) for k, v in pad_batch(items, 0).items()}
 
 
 def train_step_fn(model, data, aux=None):
@@ -154,22 +161,22 @@ def bench_layer(repeats: int, r: int, case: str) -> tuple[Time, Time, Time]:
     torch.manual_seed(0)
     d_in, d_out, n_exp, tokens = D_IN, D_OUT, N_EXP, TOKENS
     routed, train_experts = GATE_CASES[case]
-    base = nn.Linear(d_in, d_out, bias=False)
-    As = [torch.randn(r, d_in) * 0.02 for _ in range(n_exp)]
-    Bs = [torch.randn(d_out, r) * 0.02 for _ in range(n_exp)]
+    base = nn.Linear(d_in, d_out, bias=False, device=DEVICE)
+    As = [torch.randn(r, d_in, device=DEVICE) * 0.02 for _ in range(n_exp)]
+    Bs = [torch.randn(d_out, r, device=DEVICE) * 0.02 for _ in range(n_exp)]
     scales = [2.0] * n_exp
     stacked = MoELinear(base, As, Bs, scales)
     loop = LoopMoE(base, As, Bs, scales)
     for p in (stacked.lora_A, stacked.lora_B, *loop.A, *loop.B):
         p.requires_grad_(train_experts)
-    x = torch.randn(tokens, d_in, requires_grad=True)
-    grad = torch.randn(tokens, d_out)
+    x = torch.randn(tokens, d_in, device=DEVICE, requires_grad=True)
+    grad = torch.randn(tokens, d_out, device=DEVICE)
     if routed:  # LoRAMoE's router: softmax(W_g x), W_g trained; the same weights in both
-        stacked.router = SoftmaxRouter(d_in, n_exp)
+        stacked.router = SoftmaxRouter(d_in, n_exp).to(DEVICE)
         w_g = nn.Parameter(stacked.router.weight.detach().clone())
         loop_gates = lambda: F.linear(x, w_g).softmax(-1)  # noqa: E731
     else:
-        stacked.external_gates = fixed = torch.rand(tokens, n_exp).softmax(-1)
+        stacked.external_gates = fixed = torch.rand(tokens, n_exp, device=DEVICE).softmax(-1)
         loop_gates = lambda: fixed  # noqa: E731
     with torch.no_grad():
         assert torch.allclose(stacked(x), loop(x, loop_gates()), atol=1e-4)
@@ -231,7 +238,7 @@ def bench_xlora(name: str, new_tokens: int = 64) -> list[tuple[str, int, Time, T
         plain, _ = models.load(name)
         plain.generation_config.eos_token_id = None
         for label, text in prompts(tok).items():
-            prompt = tok(text, return_tensors="pt", add_special_tokens=False)
+            prompt = tok(text, return_tensors="pt", add_special_tokens=False).to(DEVICE)
             kw = dict(input_ids=prompt.input_ids, attention_mask=prompt.attention_mask,
                       max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
             out = {}
@@ -255,11 +262,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-xlora", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    add_device_args(parser)
     args = parser.parse_args()
+    args.model = model_from_args(args)
+    global DEVICE
+    DEVICE = models.default_device()
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else 5
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model} on {DEVICE}, "
           f"load average {' '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
 
     # r=4 is LoRAMoE's reference default (as in [train] below); r=8 a common library rank.

@@ -1,6 +1,6 @@
 """How fast is `ppl` expert selection? Ratios against baselines measured in this same process.
 
-    python bench/select_speed.py [--loras 16] [--shots 32] [--naive-loras 16]
+    python bench/select_speed.py [--loras 16] [--shots 32] [--naive-loras 16] [--device cuda] [--shape llama-1b]
 
 Builds N random PEFT LoRAs (the `lite` preset's config: r=8 on every linear layer) of the embedded
 SmolLM2-135M in a temporary library, then times on the same K target examples:
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from _common import Clock, use_shared_bigbench
+from _common import Clock, add_device_args, model_from_args, use_shared_bigbench
 
 
 def build_loras(model, root: Path, n: int) -> list:
@@ -58,7 +58,8 @@ def plain_pass(model, tokenizer, encoded, batch_size=8):
     with torch.no_grad():
         for start in range(0, len(encoded), batch_size):
             batch = pad_batch(encoded[start:start + batch_size], tokenizer.pad_token_id)
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+            model(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device),
+                  use_cache=False)
 
 
 def naive_ppl(model, encoded, folder) -> float:
@@ -70,8 +71,8 @@ def naive_ppl(model, encoded, folder) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for item in encoded:
-            logits = peft(input_ids=torch.tensor([item.input_ids])).logits[0, :-1]
-            labels = torch.tensor(item.labels[1:])
+            logits = peft(input_ids=torch.tensor([item.input_ids], device=model.device)).logits[0, :-1].float()
+            labels = torch.tensor(item.labels[1:], device=model.device)
             nll = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
             total += float(nll)
             count += int((labels != IGNORE).sum())
@@ -88,7 +89,9 @@ def main() -> None:
     parser.add_argument("--task", default="bb_intent_recognition", help="target task")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: steadier ratios on a shared machine)")
+    add_device_args(parser)
     args = parser.parse_args()
+    name = model_from_args(args)
     torch.set_num_threads(args.threads)
     use_shared_bigbench()
 
@@ -98,7 +101,8 @@ def main() -> None:
     from loraocean.evaluation.answer_nll import prepare, score
     from loraocean.tasks import load_split
 
-    model, tokenizer = load("smollm2-135m")
+    model, tokenizer = load(name)
+    device = model.device
     examples = load_split(args.task, "train", limit=args.shots, seed=0)
     encoded = [encode(ex, tokenizer, add_eos=False) for ex in examples]
     lengths = [len(e) for e in encoded]
@@ -108,17 +112,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         entries = build_loras(model, Path(tmp), args.loras)
         plain_pass(model, tokenizer, encoded[:8])  # warm-up
-        with Clock() as plain:
+        with Clock(device) as plain:
             plain_pass(model, tokenizer, encoded)
-        with Clock() as scorer:
+        with Clock(device) as scorer:
             score(model, prepare(encoded, tokenizer.pad_token_id, 8, share_prefix=False))
         ref = ModelRef.of(model, tokenizer)
-        with Clock() as ppl:
+        with Clock(device) as ppl:
             ranking = get_strategy("ppl").select(args.task, entries, ref, 4, examples)
-        with Clock() as ppl_peft:
+        with Clock(device) as ppl_peft:
             ranking_peft = get_strategy("ppl", swap="peft").select(args.task, entries, ref, 4, examples)
         n_naive = args.naive_loras or args.loras
-        with Clock() as naive:
+        with Clock(device) as naive:
             naive_scores = {e.task: naive_ppl(model, encoded, e.path) for e in entries[:n_naive]}
         scale = args.loras / n_naive
 
@@ -131,6 +135,7 @@ def main() -> None:
     print(f"base pass, answer scorer : {scorer.wall:7.2f} s wall {scorer.cpu:7.2f} s cpu")
     print(f"ppl over {n} LoRAs        : {ppl.wall:7.2f} s wall {ppl.cpu:7.2f} s cpu")
     print(f"ppl, peft swap           : {ppl_peft.wall:7.2f} s wall {ppl_peft.cpu:7.2f} s cpu")
+    print(f"peak memory on {device}  : ppl {ppl.peak_mib:.0f} MiB, peft swap {ppl_peft.peak_mib:.0f} MiB")
     print(f"naive over {n_naive} LoRAs      : {naive.wall:7.2f} s wall {naive.cpu:7.2f} s cpu"
           + (f" (x{scale:g} to scale to {n})" if scale != 1 else ""))
     print(f"ppl / ({n} x plain base pass)  : wall {ppl.wall / (n * plain.wall):.3f}  "

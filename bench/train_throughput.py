@@ -11,6 +11,7 @@ it prints tokens per CPU-second of this process, which stays meaningful on a sha
 
     python bench/train_throughput.py                      # smollm2-135m, bb_intent_recognition
     python bench/train_throughput.py --model tiny-llama --steps 6 --repeats 1
+    python bench/train_throughput.py --shape llama-1b --device cuda   # a random 1B llama on a GPU
 
 Prints ratios; asserts nothing about time.
 """
@@ -23,6 +24,8 @@ import threading
 import time
 
 import torch
+
+from _common import add_device_args, model_from_args, synchronize
 
 
 class PeakMemory:
@@ -64,8 +67,10 @@ def run_ours(model, tok, encoded, preset, seed):
 
     torch.manual_seed(seed)
     pm = get_peft_model(model, lora_config(model, preset))
+    synchronize(next(model.parameters()).device)
     start, cpu = time.perf_counter(), time.process_time()
     log = train(pm, encoded, preset.train_config(seed), tok.pad_token_id)
+    synchronize(next(model.parameters()).device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     pm.unload()
     return seconds, cpu, log.steps, log.losses
@@ -102,8 +107,10 @@ def run_baseline(model, tok, encoded, preset, seed, device):
                       data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
                       callbacks=[Losses()])
     trainer.remove_callback(PrinterCallback)
+    synchronize(device)
     start, cpu = time.perf_counter(), time.process_time()
     result = trainer.train()
+    synchronize(device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     pm.unload()
     return seconds, cpu, result.global_step, losses
@@ -118,7 +125,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each; best kept")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_device_args(ap)
     a = ap.parse_args()
+    a.model = model_from_args(a)
     if a.threads:
         torch.set_num_threads(a.threads)
 

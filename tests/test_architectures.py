@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import bigbench_task
+from conftest import DEVICE, bigbench_task
 from loraocean.library.presets import PRESETS
 from loraocean.library.train import WEIGHTS, fit_lora, write_adapter
 from loraocean.models import load, targets
@@ -42,7 +42,7 @@ def test_family_trains_saves_and_reloads(family, tmp_path):
     curve = card["train"]["loss_curve"]
     assert len(curve) == 8 and curve[-1] < curve[0] - 0.05, curve
     write_adapter(peft_model, card, tmp_path / "a")
-    ids = torch.tensor([tok("Hello world, how are you?").input_ids])
+    ids = torch.tensor([tok("Hello world, how are you?").input_ids], device=DEVICE)
     with torch.no_grad():
         want = peft_model(input_ids=ids).logits
     peft_model.unload()

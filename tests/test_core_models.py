@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import DEVICE
 from loraocean import models
 from loraocean.errors import LoraOceanError, MissingPackageError, UnknownNameError
 
@@ -23,7 +24,7 @@ def test_local_folder_gives_identical_logits(tmp_path):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     again, tok2 = models.load(str(tmp_path))
-    ids = tok("some text", return_tensors="pt").input_ids
+    ids = tok("some text", return_tensors="pt").input_ids.to(DEVICE)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, again(ids).logits)
     assert again.config.loraocean_name == str(tmp_path)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import bigbench_task
+from conftest import DEVICE, bigbench_task
 from loraocean.cli import main
 from loraocean.errors import AdapterMismatchError
 from loraocean.evaluation import attach
@@ -45,7 +45,7 @@ def lora_dir(tmp_path_factory):
 def test_attach_gives_the_peft_models_logits(lora_dir):
     from peft import PeftModel
 
-    ids = torch.tensor([[5, 9, 77, 3, 120]])
+    ids = torch.tensor([[5, 9, 77, 3, 120]], device=DEVICE)
     base, _ = load("tiny-llama")
     with torch.no_grad():
         plain = base(input_ids=ids).logits

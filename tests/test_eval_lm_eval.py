@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import bigbench_task
+from conftest import DEVICE, bigbench_task
 from loraocean.batching import encode
 from loraocean.evaluation import evaluate
 from loraocean.evaluation.lm_eval_bridge import LoraOceanLM, write_lm_eval_task
@@ -87,7 +87,7 @@ def test_loglikelihood_rolling_matches_hflm_and_full_sequence(tiny_llama):
     # One window: the sum of log p of every token given all before it (after the BOS prefix,
     # as HFLM uses when the tokenizer has one).
     with torch.no_grad():
-        logp = model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        logp = model(input_ids=torch.tensor([ids], device=DEVICE)).logits[0].float().log_softmax(-1)
     full = sum(logp[j - 1, ids[j]].item() for j in range(1, len(ids)))
     assert LoraOceanLM(model, tokenizer=tokenizer).loglikelihood_rolling([req])[0] == pytest.approx(full, abs=1e-3)
     # Several windows (max_length 16): the same windows as lm-eval's HFLM.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMOKE_TASKS
+from conftest import DEVICE, SMOKE_TASKS
 from loraocean.evaluation import attach, generate_texts, score_tokens
 from loraocean.models import load
 from loraocean.moe.fit import fit
@@ -28,7 +28,7 @@ def test_moe_checkpoint_scores_and_generation(method, smoke_library, tmp_path):
     for (ctx, conts), s in zip(requests, score_tokens(moe, requests, pad_id=0, batch_size=4)):
         for cont, lp in zip(conts, s.logprobs):
             with torch.no_grad():
-                logp = moe(input_ids=torch.tensor([ctx + cont])).logits[0].float().log_softmax(-1)
+                logp = moe(input_ids=torch.tensor([ctx + cont], device=DEVICE)).logits[0].float().log_softmax(-1)
             assert lp == pytest.approx(sum(logp[len(ctx) - 1 + j, c].item() for j, c in enumerate(cont)), abs=1e-4)
     prompts = ["hello", "a b c d e f g"]
     texts = generate_texts(moe, tok, prompts, 5, batch_size=2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import DEVICE
 from loraocean.evaluation import generate_texts, score_choices
 from loraocean.evaluation.opencompass_bridge import LoraOceanModel
 from loraocean.tasks import Example, render
@@ -15,8 +16,8 @@ def _oc_ppl(model, ids, mask_length=None):
     """OpenCompass's HuggingFace get_ppl for one unpadded sequence: per-token CE of the shifted
     sequence, positions before mask_length - 1 zeroed, summed, divided by len - mask_length."""
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
-    loss = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="none")
+        logits = model(input_ids=torch.tensor([ids], device=DEVICE)).logits[0].float()
+    loss = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:], device=DEVICE), reduction="none")
     if mask_length is not None:
         loss[:mask_length - 1] = 0
     return loss.sum().item() / (len(ids) - (mask_length or 0))

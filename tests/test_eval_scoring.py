@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DEVICE
 from loraocean.evaluation import evaluate, generate_texts, score_tokens, target_logprobs
 from loraocean.evaluation.choice import ChoiceScores, predict
 from loraocean.evaluation.metrics import bootstrap_ci, exact_match, majority_rate, token_f1
@@ -29,7 +30,7 @@ def _examples():
 
 def _full_logits(model, ids):
     with torch.no_grad():
-        return model(input_ids=torch.tensor([ids])).logits[0].float()
+        return model(input_ids=torch.tensor([ids], device=DEVICE)).logits[0].float()
 
 
 def test_choice_scores_equal_hand_computation_in_both_conventions(tiny_llama):
@@ -49,7 +50,8 @@ def test_choice_scores_equal_hand_computation_in_both_conventions(tiny_llama):
             # OpenCompass: HF's own mean shifted cross-entropy of the whole filled prompt (over its
             # n - 1 predicted tokens), rescaled to OpenCompass's divisor n (every token counted).
             with torch.no_grad():
-                loss = model(input_ids=torch.tensor([whole]), labels=torch.tensor([whole])).loss.item()
+                loss = model(input_ids=torch.tensor([whole], device=DEVICE),
+                             labels=torch.tensor([whole], device=DEVICE)).loss.item()
             ces.append(loss * (len(whole) - 1) / len(whole))
         assert rec["logprobs"] == pytest.approx(lls, abs=2e-4)
         assert rec["whole_ce"] == pytest.approx(ces, abs=2e-5)
@@ -75,7 +77,7 @@ def test_shared_prefix_cache_equals_full_sequences_across_batches(tiny_llama):
         logp = [_full_logits(model, ctx + cont).log_softmax(-1) for cont in conts]
         rows = [lp[len(ctx) - 1:len(ctx) + len(c) - 1] for lp, c in zip(logp, conts)]
         refs.append(([r[range(len(c)), c].sum().item() for r, c in zip(rows, conts)],
-                     [bool((r.argmax(-1) == torch.tensor(c)).all()) for r, c in zip(rows, conts)],
+                     [bool((r.argmax(-1) == torch.tensor(c, device=DEVICE)).all()) for r, c in zip(rows, conts)],
                      -sum(logp[0][j - 1, ctx[j]].item() for j in range(1, len(ctx)))))
     for batch_size in (1, 4, 16):
         for (lps, greedy, nll), s in zip(refs, score_tokens(model, requests, pad_id=0, batch_size=batch_size)):
@@ -128,7 +130,7 @@ def test_batched_left_padded_generation_equals_unbatched_greedy(tiny_llama):
     prompts = ["hello there", "a", "The quick brown fox jumps over", "xyz 123 !"]
     batched = generate_texts(model, tok, prompts, max_new_tokens=10, batch_size=4)
     for prompt, text in zip(prompts, batched):
-        ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids])
+        ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids], device=DEVICE)
         with torch.no_grad():  # plain HF greedy on one unpadded prompt
             ref = model.generate(input_ids=ids, max_new_tokens=10, do_sample=False,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import DEVICE
 from loraocean.models import load
 from loraocean.moe import get_method, load_adapter
 from loraocean.moe.methods.arrow import prototype
@@ -20,7 +21,7 @@ def adapters(tmp_path_factory):
 
 
 def ids():
-    return torch.randint(0, 250, (2, 11), generator=torch.Generator().manual_seed(3))
+    return torch.randint(0, 250, (2, 11), generator=torch.Generator().manual_seed(3)).to(DEVICE)
 
 
 def test_prototype_is_top_right_singular_vector():

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import bigbench_task
+from conftest import DEVICE, bigbench_task, on_device
 from loraocean.batching import encode, pad_batch
 from loraocean.models import load
 from loraocean.moe import (all_methods, fit, fit_model, get_method, load_adapter, load_checkpoint,
@@ -37,7 +37,7 @@ def data():
 
 def mean_loss(model, encoded, pad_id) -> float:
     with torch.no_grad():
-        losses = [model(**pad_batch(encoded[i:i + 8], pad_id)).loss.item() for i in range(0, len(encoded), 8)]
+        losses = [model(**on_device(pad_batch(encoded[i:i + 8], pad_id))).loss.item() for i in range(0, len(encoded), 8)]
     return sum(losses) / len(losses)
 
 
@@ -76,7 +76,7 @@ def test_answer_only_head_equals_full_loss_and_gradients(adapters, data, name, o
     method = get_method(name)
     moe = method.build(load("tiny-llama")[0], [load_adapter(p) for p in adapters], method.make_config(options))
     moe.eval()  # no dropout: both losses see the same network
-    batch = pad_batch(encoded[:6], tok.pad_token_id)
+    batch = on_device(pad_batch(encoded[:6], tok.pad_token_id))
     assert takes_logits_to_keep(moe)
     full = moe(**batch).loss
     full.backward()
@@ -98,7 +98,7 @@ def test_save_load_identical_logits(adapters, data, tmp_path, name):
     base, _ = load("tiny-llama")
     options = {"depth": 2, "hidden": 16} if name == "xlora" else {"budget": 4} if name == "lorahub" else {}
     moe, card = fit_model(name, base, tok, [str(p) for p in adapters], TASK, preset="smoke", options=options)
-    ids = torch.randint(0, 250, (2, 9), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, 250, (2, 9), generator=torch.Generator().manual_seed(0)).to(DEVICE)
     with torch.no_grad():
         want = moe(input_ids=ids).logits
     save_checkpoint(moe, tmp_path / "ckpt", card)

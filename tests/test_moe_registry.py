@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import DEVICE, ROOT
 from loraocean.errors import UnknownNameError
 from loraocean.models import load
 from loraocean.moe import load_adapter, load_checkpoint, registry, save_checkpoint
@@ -43,13 +43,13 @@ def test_entry_point_method_builds_trains_and_round_trips(installed, tmp_path):
     moe = method.build(base, [load_adapter(p) for p in paths], method.make_config({"lead": 0.6}))
     assert {n for n, p in moe.named_parameters() if p.requires_grad} == {
         f"base.{name}.router.bias" for name in moe.layers()}
-    ids = torch.randint(0, 250, (1, 7), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, 250, (1, 7), generator=torch.Generator().manual_seed(1)).to(DEVICE)
     with torch.no_grad():
         for layer in moe.layers().values():
             layer.router.bias.fill_(0.1)
         want = moe(input_ids=ids).logits
         gates = next(iter(moe.layers().values())).last_gates[0, 0]
-    prior = torch.tensor([0.6, 0.2, 0.2]) + 0.1
+    prior = torch.tensor([0.6, 0.2, 0.2], device=DEVICE) + 0.1
     torch.testing.assert_close(gates, prior / prior.sum())
     save_checkpoint(moe, tmp_path / "ckpt")
     loaded = load_checkpoint(tmp_path / "ckpt", load("tiny-llama")[0])

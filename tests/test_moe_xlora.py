@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import DEVICE
 from loraocean.models import load
 from loraocean.moe import get_method, load_adapter
 from test_moe_layer import make_adapters
@@ -54,7 +55,7 @@ def test_logits_match_peft_xlora(adapters, options):
             p.mul_(8)
     ref_model = peft_xlora(adapters, model, options)
     torch.manual_seed(0)
-    ids = torch.randint(0, 250, (2, 10))
+    ids = torch.randint(0, 250, (2, 10)).to(DEVICE)
     mask = torch.ones_like(ids)
     mask[1, :3] = 0
     with torch.no_grad():
@@ -71,8 +72,8 @@ def test_cached_generation_equals_uncached_and_peft(adapters):
     with torch.no_grad():
         for p in model.classifier.parameters():
             p.mul_(8)
-    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]])
-    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
     cached = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0)
     uncached = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0,
                               use_cache=False)
@@ -110,7 +111,7 @@ def test_choice_scoring_with_both_caches_equals_uncached(adapters):
         for choice in rendered.choices:
             ctx, cont = split_encode(tok, rendered.prompt, choice)
             with torch.no_grad():
-                logp = model(input_ids=torch.tensor([ctx + cont])).logits.log_softmax(-1)[0]
+                logp = model(input_ids=torch.tensor([ctx + cont], device=DEVICE)).logits.log_softmax(-1)[0]
             want.append(sum(logp[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont)))
         assert pred["logprobs"] == pytest.approx(want, abs=1e-4)
 
@@ -122,8 +123,8 @@ def test_generation_ends_rows_at_stop_strings(adapters):
 
     model = ours(adapters, depth=2, hidden=16).eval()
     _, tok = load("tiny-llama")
-    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]])
-    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
     full = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0)
     stop = tok.decode(full[0, 6:10], skip_special_tokens=True)  # row 0's first four new tokens
     assert stop.strip() and stop not in tok.decode(full[1, 6:], skip_special_tokens=True)

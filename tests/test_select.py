@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from conftest import DEVICE
 from loraocean.errors import LoraOceanError
 from loraocean.selection import ModelRef, Selection, overlap, select
 
@@ -56,7 +57,7 @@ def hand_ppl(model, tokenizer, folder, examples):
             r = render(ex, tokenizer)
             prompt = tokenizer(r.prompt, add_special_tokens=False).input_ids
             answer = tokenizer(r.target, add_special_tokens=False).input_ids  # byte-level: no merges
-            ids = torch.tensor([prompt + answer])
+            ids = torch.tensor([prompt + answer], device=DEVICE)
             logp = torch.log_softmax(peft(input_ids=ids).logits[0].double(), -1)
             for j, tok in enumerate(answer):
                 total -= float(logp[len(prompt) + j - 1, tok])
@@ -70,7 +71,7 @@ def test_ppl_equals_hand_computation(library, tiny_llama, swap):
     from loraocean.tasks import data_hash, load_split
 
     model, tokenizer = tiny_llama
-    probe = torch.tensor([[5, 6, 7, 8]])
+    probe = torch.tensor([[5, 6, 7, 8]], device=DEVICE)
     with torch.no_grad():
         before = model(input_ids=probe).logits.clone()
     sel = select(TARGET, library, ModelRef.of(model, tokenizer), k=3, strategy="ppl", shots=6, seed=1,
@@ -100,7 +101,7 @@ def test_ppl_equals_hand_computation(library, tiny_llama, swap):
     expected = []
     with torch.no_grad():
         for e in encoded:
-            logp = torch.log_softmax(model(input_ids=torch.tensor([e.input_ids])).logits[0].double(), -1)
+            logp = torch.log_softmax(model(input_ids=torch.tensor([e.input_ids], device=DEVICE)).logits[0].double(), -1)
             answer = [j for j, x in enumerate(e.labels) if x >= 0]
             expected.append((-sum(float(logp[j - 1, e.input_ids[j]]) for j in answer), len(answer)))
     for share in (True, False):

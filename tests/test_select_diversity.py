@@ -50,7 +50,7 @@ def dense_cosines(model, folders):
                  for name, m in peft.named_modules() if hasattr(m, "get_delta_weight") and "default" in m.lora_A]
         vectors.append(torch.cat(parts))
         peft.unload()
-    v = torch.stack(vectors)
+    v = torch.stack(vectors).cpu()
     v = v / v.norm(dim=1, keepdim=True)
     return v @ v.T
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import bigbench_task
+from conftest import DEVICE, bigbench_task
 from loraocean.artifacts import sha256_file
 from loraocean.library import presets
 from loraocean.library.presets import PRESETS, get_preset
@@ -31,7 +31,7 @@ def test_adapter_reloads_with_peft_and_gives_identical_logits(tiny_llama, tmp_pa
     card = train_lora("tiny-llama", TASK, SMOKE, out=tmp_path / "a", model=model, tokenizer=tok)
     # The caller's base model is given back unchanged (no LoRA layers left in it).
     assert not any("lora" in n for n, _ in model.named_modules())
-    ids = torch.tensor([tok("Play some jazz music please").input_ids])
+    ids = torch.tensor([tok("Play some jazz music please").input_ids], device=DEVICE)
     with torch.no_grad():
         base_logits = model(input_ids=ids).logits
     # Independent reconstruction: a fresh PEFT wrapper with the saved state dict loaded by hand.
@@ -145,7 +145,7 @@ def test_embedded_model_adapter_reloads_with_identical_logits(tmp_path):
     model, tok = load("smollm2-135m")
     quick = PRESETS["lite"].replace(name="quick", max_steps=1, batch_size=2, train_limit=2,
                                     max_length=128)
-    ids = torch.tensor([tok("Book a table for two tonight").input_ids])
+    ids = torch.tensor([tok("Book a table for two tonight").input_ids], device=DEVICE)
     with torch.no_grad():
         base_logits = model(input_ids=ids).logits
     card = train_lora("smollm2-135m", TASK, quick, out=tmp_path / "a", model=model, tokenizer=tok)
@@ -162,7 +162,7 @@ def test_embedded_model_adapter_reloads_with_identical_logits(tmp_path):
                 continue
             b = state[key.replace(".lora_A.", ".lora_B.")]
             name = key.split(".lora_A.")[0].removeprefix("base_model.model.")
-            modules[name].weight += (quick.alpha / quick.r) * (b @ a)
+            modules[name].weight += ((quick.alpha / quick.r) * (b @ a)).to(modules[name].weight)
         want = model(input_ids=ids).logits
     assert not torch.allclose(base_logits, got)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import bigbench_task
+from conftest import bigbench_task, on_device
 from loraocean.batching import encode, pad_batch
 from loraocean.models import load
 from loraocean.tasks import load_split
@@ -17,7 +17,7 @@ from loraocean.trainer import TrainConfig, answer_loss, train
 def test_answer_loss_equals_transformers_loss_and_grads(family):
     model, tok = load(f"tiny-{family}")
     examples = load_split(bigbench_task("intent_recognition"), "train", limit=6)
-    batch = pad_batch([encode(ex, tok, max_length=80) for ex in examples], tok.pad_token_id)
+    batch = on_device(pad_batch([encode(ex, tok, max_length=80) for ex in examples], tok.pad_token_id))
     assert takes_logits_to_keep(model)
     full = model(**batch).loss
     full.backward()
@@ -49,3 +49,19 @@ def test_both_loss_paths_train_to_the_same_weights():
         runs.append((log.losses, model.lm_head.weight.detach().clone()))
     assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-5)
     torch.testing.assert_close(runs[0][1], runs[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_answer_loss_falls_back_to_full_logits_without_mask_support(monkeypatch):
+    """transformers releases whose `logits_to_keep` takes no boolean mask (5.17 among them) get
+    every position's logits and the answer positions picked from them: the same loss."""
+    from loraocean.models import calling
+
+    model, tok = load("tiny-llama")
+    examples = load_split(bigbench_task("intent_recognition"), "train", limit=4)
+    batch = on_device(pad_batch([encode(ex, tok, max_length=80) for ex in examples], tok.pad_token_id))
+    with torch.no_grad():
+        want = model(**batch).loss
+        monkeypatch.setattr(calling, "_transformers_slices_masks", lambda: False)
+        assert calling.takes_logits_to_keep(model) and not calling.takes_logits_mask(model)
+        got = answer_loss(model, batch)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -22,7 +22,7 @@ import torch
 
 from loraocean.batching import Encoded, length_grouped, pad_batch
 from loraocean.errors import TrainingError
-from loraocean.models.calling import takes_logits_to_keep
+from loraocean.models.calling import takes_logits_mask, takes_logits_to_keep
 
 
 @dataclass
@@ -71,13 +71,17 @@ def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
 
 def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled (answer) tokens, computing logits only at
-    the positions that predict them (a boolean (batch, length) `logits_to_keep`)."""
+    the positions that predict them (a boolean (batch, length) `logits_to_keep`; transformers
+    releases that take no mask compute every position's logits, and the kept ones are picked)."""
     labels = batch["labels"]
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != -100
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                logits_to_keep=keep)
-    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if takes_logits_mask(model):
+        logits = model(**inputs, logits_to_keep=keep).logits
+    else:
+        logits = model(**inputs).logits[keep]
+    logits = logits.reshape(-1, logits.shape[-1]).float()
     return torch.nn.functional.cross_entropy(logits, labels[:, 1:][keep[:, :-1]])
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from pathlib import Path
 
@@ -32,11 +33,21 @@ def slug(name: str) -> str:
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """$LORAOCEAN_DEVICE when set (e.g. `cpu` on a GPU machine, `cuda:1`), else cuda when
+    available, else cpu."""
+    return os.environ.get("LORAOCEAN_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def default_dtype(device: str) -> torch.dtype:
-    """bf16 on GPU, fp32 on CPU."""
+    """$LORAOCEAN_DTYPE when set (a torch dtype name: bfloat16, float32, ...), else bf16 on GPU,
+    fp32 on CPU."""
+    name = os.environ.get("LORAOCEAN_DTYPE")
+    if name:
+        dtype = getattr(torch, name, None)
+        if not isinstance(dtype, torch.dtype):
+            raise LoraOceanError(f"LORAOCEAN_DTYPE={name!r} is not a torch dtype; use e.g. "
+                                 "bfloat16, float16 or float32")
+        return dtype
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 

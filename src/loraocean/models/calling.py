@@ -37,6 +37,21 @@ def takes_logits_to_keep(model) -> bool:
     return "logits_to_keep" in forward_params(model)
 
 
+def takes_logits_mask(model) -> bool:
+    """Whether `logits_to_keep` may be a boolean (batch, length) mask (logits at the True
+    positions only, flattened). transformers models slice with `slice_logits_to_keep`, which
+    takes masks, in releases that have it; older ones (5.17 among them) index with an int or
+    1-D positions only, and a mask raises IndexError there."""
+    return takes_logits_to_keep(model) and _transformers_slices_masks()
+
+
+@functools.cache
+def _transformers_slices_masks() -> bool:
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
+
+
 def cache_kwargs(model, cache) -> dict:
     """{name: cache} under the name the model's forward takes (`cache` since transformers 5);
     empty when there is no cache."""

@@ -80,7 +80,7 @@ class MergedSlot:
                 weight = module.weight
                 if name not in self.originals:
                     self.originals[name] = weight.detach().clone()
-                delta = (b.to(weight.dtype) @ a.to(weight.dtype)) * scale
+                delta = (b.to(weight) @ a.to(weight)) * scale  # the weight's device and dtype
                 weight.add_(delta.T if fan_in_fan_out else delta)
 
     def close(self):
