@@ -13,6 +13,7 @@ def parse_options(items: list[str] | None) -> dict:
     """`key=value` pairs; values are read as YAML scalars/lists (2, 0.1, true, [a, b])."""
     import yaml
 
+    from loraocean import yamlio
     from loraocean.errors import ConfigError
 
     out = {}
@@ -20,7 +21,11 @@ def parse_options(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--option {item!r}: expected key=value, e.g. --option top_k=2")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yamlio.load(value)[0]
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--option {item!r}: the value is not a YAML scalar or list "
+                              f"({getattr(err, 'problem', err)}), e.g. --option top_k=2") from None
     return out
 
 
@@ -46,14 +51,24 @@ def fit_command(
     from loraocean.moe.presets import get_preset
     from loraocean.tasks import get_task
 
+    from loraocean.artifacts import check_writable
+    from loraocean.library import Library
+    from loraocean.moe.registry import OptionError
+
     m = get_method(method)
-    m.make_config(parse_options(option))
+    names = [e.strip() for e in experts.split(",") if e.strip()]
+    try:
+        m.make_config(parse_options(option), n_experts=len(names))
+    except OptionError as err:
+        raise ConfigError(f"--option {err.field}: {err}") from None
     get_preset(preset)
     get_task(task)
     models.resolve(model)
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists; choose another folder or pass --overwrite")
-    names = [e.strip() for e in experts.split(",") if e.strip()]
+    check_writable(out, "--out")
+    if library is not None:
+        Library(library).require()
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{method} on {task}", total=None)
         card = fit(method, model, names, task, out, library=library, preset=preset,
@@ -99,12 +114,14 @@ def routing_command(
 ) -> None:
     """Mean gate weight per MoE layer and expert on a split, as JSON and CSV for plots."""
     from loraocean import models
+    from loraocean.artifacts import check_writable
     from loraocean.moe import load_checkpoint, routing_stats, write_routing
     from loraocean.moe.checkpoint import read_config
     from loraocean.tasks import load_split
 
     config = read_config(path)
     examples = load_split(task, split, limit=limit)
+    check_writable(out, "--out")
     base, tokenizer = models.load(model or config["base_model"])
     moe = load_checkpoint(path, base)
     stats = routing_stats(moe, tokenizer, examples, batch_size=batch_size)

@@ -75,8 +75,13 @@ def select_command(
     batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass (ppl, oracle)."),
 ) -> None:
     """Rank the library LoRAs of MODEL as experts for TARGET and print the chosen k."""
-    from loraocean.artifacts import write_json_atomic
+    from loraocean.artifacts import check_writable, write_json_atomic
+    from loraocean.library import Library
     from loraocean.selection import overlap, select_many
+
+    if json_path:
+        check_writable(json_path, "--json", file=True)
+    Library(library).require()
 
     names = [strategy]
     selections = select_many(target, library, model, k, names, shots=shots, seed=seed,

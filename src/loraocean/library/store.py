@@ -71,6 +71,14 @@ class Library:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    def require(self) -> "Library":
+        """This library, when its root is a folder (raises a LoraOceanError naming it otherwise)."""
+        if not self.root.is_dir():
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise LoraOceanError(f"library root {self.root} {what}; give the folder a library was "
+                                 "built in (`loraocean library build --root ...`)")
+        return self
+
     # ---- layout -----------------------------------------------------------------------------
     def path(self, model: str, task: str) -> Path:
         return self.root / models.slug(model) / task
