@@ -145,3 +145,16 @@ def check_writable(path: str | Path, option: str, *, file: bool = False) -> None
                           "choose a writable location") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def read_text(path: str | Path, fix: str = "") -> str:
+    """A text file's contents; unreadable or non-UTF-8 files raise a DataError naming the file."""
+    from loraocean.errors import DataError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})",
+                        fix=fix or "save the file as UTF-8") from None
+    except OSError as err:
+        raise DataError(path, f"cannot be read ({err.strerror})", fix=fix) from None

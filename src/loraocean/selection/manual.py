@@ -29,18 +29,13 @@ def read_map(path: str | Path | None = None, known: set[str] | None = None) -> d
     import yaml
 
     from loraocean import yamlio
+    from loraocean.artifacts import read_text
     from loraocean.tasks import CATALOG
 
     path = Path(path) if path is not None else SHIPPED
     known = set(CATALOG) if known is None else known
     try:
-        root = yamlio.compose(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise DataError(path, f"cannot read the relevance map ({err.strerror})",
-                        fix="pass an existing YAML file with --map") from None
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})",
-                        fix="save the relevance map as UTF-8") from None
+        root = yamlio.compose(read_text(path, fix="pass an existing UTF-8 YAML file with --map"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise DataError(path, f"not valid YAML ({getattr(err, 'problem', err)})",

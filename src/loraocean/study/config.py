@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from loraocean import yamlio
+from loraocean.artifacts import read_text
 from loraocean.errors import ConfigError, LoraOceanError
 
 # Methods the study handles itself (no expert selection, no MoE fit).
@@ -192,10 +193,7 @@ def load_config(path: str | Path, *, quick: bool = False, overrides: dict | None
     if not path.is_file():
         raise ConfigError(f"study config {path} not found; give a YAML file or a study name "
                           "(lite, loralib, ci)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the study config ({err}); save it as UTF-8 text") from None
+    text = read_text(path)
     try:
         data, node = yamlio.load(text)
     except yaml.YAMLError as err:
