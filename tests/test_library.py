@@ -19,6 +19,7 @@ from loraocean.artifacts import sha256_file
 from loraocean.errors import AdapterMismatchError, IntegrityError, LoraOceanError
 from loraocean.library import Library, build, export_adapter, import_adapter, train_lora
 from loraocean.library.build import failure_log
+from loraocean.library.card import seal_card
 from loraocean.library.presets import PRESETS
 from loraocean.library.store import MANIFEST
 from loraocean.library.train import CARD, WEIGHTS
@@ -73,7 +74,7 @@ def test_verify_reports_every_kind_of_problem(small_lib):
     # stale: the card's lite preset differs from today's lite preset
     card = json.loads((b / CARD).read_text())
     card["preset"] = {**PRESETS["lite"].to_dict(), "lr": 0.123}
-    (b / CARD).write_text(json.dumps(card))
+    seal_card(b, card)  # as written by a build under the old preset values
     # orphaned: an adapter folder without card; missing: a manifest row whose folder is gone
     orphan = small_lib.root / "tiny-llama" / "bb_orphan"
     orphan.mkdir()

@@ -85,12 +85,11 @@ def fit_command(
 @app.command("show")
 def show_command(path: Path = typer.Argument(..., help="An MoE checkpoint folder.")) -> None:
     """Print a checkpoint's method, options, experts and training summary."""
-    import json
 
-    from loraocean.moe.checkpoint import CARD, read_config
+    from loraocean.moe.checkpoint import check, read_config
 
     config = read_config(path)
-    card = json.loads((path / CARD).read_text()) if (path / CARD).is_file() else {}
+    card = check(path)
     typer.echo(f"{config['method']} on {config.get('base_model')} for task {card.get('task')}")
     typer.echo("options: " + ", ".join(f"{k}={v}" for k, v in config["config"].items()))
     for e in config["experts"]:

@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loraocean import models
-from loraocean.artifacts import atomic_dir, package_versions, sha256_file, write_json_atomic, write_text_atomic
+from loraocean.artifacts import atomic_dir, package_versions, write_text_atomic
 from loraocean.errors import AdapterMismatchError, LoraOceanError
-from loraocean.library.store import ADAPTER_FILES, Entry, Library
-from loraocean.library.train import CARD, CARD_VERSION, WEIGHTS
+from loraocean.library.adapter import WEIGHTS, check_adapter
+from loraocean.library.card import ADAPTER_FILES, CARD, check_card, write_card
+from loraocean.library.store import Entry, Library
 
 
 def check_fits(folder: Path, model) -> list[str]:
@@ -62,9 +63,9 @@ def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str,
         if not (folder / name).is_file():
             raise LoraOceanError(f"{folder} has no {name}; import needs a PEFT adapter folder "
                                  f"({', '.join(ADAPTER_FILES)})")
-    config = json.loads((folder / "adapter_config.json").read_text())
-    if config.get("peft_type", "LORA") != "LORA":
-        raise LoraOceanError(f"{folder}: peft_type {config.get('peft_type')!r} is not LORA")
+    config = check_adapter(folder)
+    if (folder / CARD).is_file():  # one of ours: its integrity record must hold too
+        check_card(folder)
     if model is None:
         model, _ = models.load(model_name)
     adapted = check_fits(folder, model)
@@ -72,20 +73,20 @@ def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str,
     if dest.exists() and not overwrite:
         raise LoraOceanError(f"{dest} already exists; remove it first or pass --overwrite")
     card = {
-        "card_version": CARD_VERSION, "model": model_name, "task": task,
+        "model": model_name, "task": task,
         "preset": {"name": "imported", "r": config.get("r"), "alpha": config.get("lora_alpha"),
                    "dropout": config.get("lora_dropout"),
                    "target_modules": config.get("target_modules")},
         "imported_from": str(folder.resolve()),
         "base_model_in_adapter": config.get("base_model_name_or_path"),
         "adapted_modules": len(adapted), "metrics": {}, "versions": package_versions(),
-        "weights_sha256": sha256_file(folder / WEIGHTS),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     with atomic_dir(dest, overwrite=overwrite) as tmp:
         for name in ADAPTER_FILES:
             shutil.copy2(folder / name, tmp / name)
-        write_json_atomic(tmp / CARD, card)
+        check_adapter(tmp)  # the copies are what the card records
+        write_card(tmp, card)
     lib.rebuild_manifest()
     return Entry(model_name, task, dest, card)
 
