@@ -121,7 +121,7 @@ def convert(data: dict, task: str, path: Path | str = "<task.json>") -> list[Exa
         else:
             target = row.get("target")
             targets = [target] if isinstance(target, str) else target
-            if not targets or not all(isinstance(t, str) for t in targets):
+            if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
                 raise DataError(path, f"example {i} has neither target_scores nor a text target",
                                 field=f"{where}.target")
             out.append(Example(id=f"{task}-{i:05d}", task=task, instruction=instruction,
