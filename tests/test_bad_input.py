@@ -126,7 +126,7 @@ def _study_variants() -> dict[str, tuple[str, str]]:
         "alias_self": ("name: &a [*a]\n" + base.split("\n", 1)[1], "alias refers to a value that contains it"),
         "duplicate_key": (base + "seeds: [0]\nseeds: [1]\n", "duplicate key 'seeds'"),
         "duplicate_nested": (base.replace("selection:\n", "selection:\n  k: 1\n"), "duplicate key 'k'"),
-        "deep_nesting": ("name: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+        "deep_nesting": ("name: " + "[" * 500 + "]" * 500 + "\n", "nested deeper than"),
         "not_utf8": (None, "UTF-8"),
         "top_list": ("[1, 2]\n", "a study config is a mapping"),
         "preset_unknown": (y(library={"preset": "turbo"}), "library.preset"),

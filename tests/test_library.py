@@ -93,6 +93,30 @@ def test_verify_reports_every_kind_of_problem(small_lib):
     assert rep.leftovers == [str(leftover)]
 
 
+def test_verify_catches_an_edited_config_value_and_the_entry_is_refused(small_lib):
+    a = small_lib.path("tiny-llama", TASKS[0])
+    config = json.loads((a / "adapter_config.json").read_text())
+    assert config["lora_alpha"] == PRESETS["smoke"].alpha
+    config["lora_alpha"] = 100 * config["lora_alpha"]
+    (a / "adapter_config.json").write_text(json.dumps(config))
+    rep = small_lib.verify()
+    assert [c.split(":")[0] for c in rep.corrupt] == [f"tiny-llama/{TASKS[0]}"]
+    assert "adapter_config.json: " in rep.corrupt[0] and "changed or damaged" in rep.corrupt[0]
+    entry = next(e for e in small_lib.list() if e.task == TASKS[0])
+    with pytest.raises(IntegrityError, match="adapter_config.json"):
+        Library.check(entry)
+    with pytest.raises(IntegrityError, match="adapter_config.json"):
+        small_lib.get("tiny-llama", TASKS[0])
+    (a / "adapter_config.json").unlink()  # deleted: reported as corrupt too, with the file named
+    assert "adapter_config.json is missing" in small_lib.verify().corrupt[0]
+    Library.check(next(e for e in small_lib.list() if e.task == TASKS[1]))  # the other one is fine
+
+
+def test_verify_of_a_missing_root_is_an_error(tmp_path):
+    with pytest.raises(LoraOceanError, match="does not exist"):
+        Library(tmp_path / "nope").verify()
+
+
 def test_import_checks_fit_and_export_writes_model_card(small_lib, tmp_path, tiny_llama):
     model, _ = tiny_llama
     src = small_lib.path("tiny-llama", TASKS[0])

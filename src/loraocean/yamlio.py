@@ -1,6 +1,6 @@
 """The one YAML reader of the project: safe types only, bounded aliases, no duplicate keys.
 
-An alias (`*a`) may repeat a value, but the document expanded (every alias replaced by its value)
+Nesting is limited to MAX_DEPTH levels. An alias (`*a`) may repeat a value, but the document expanded (every alias replaced by its value)
 may hold at most `MAX_NODES` nodes: a few hundred bytes of nested aliases otherwise expand to
 gigabytes in any consumer that walks the result. A self-referencing alias (`a: &x [*x]`) is
 refused, and so is a key given twice in one mapping (PyYAML keeps the last one silently).
@@ -17,6 +17,23 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
 MAX_NODES = 100_000
+MAX_DEPTH = 100
+
+
+class _Loader(yaml.SafeLoader):
+    """Refuses nesting deeper than MAX_DEPTH while composing (before Python's recursion limit)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
@@ -61,11 +78,8 @@ def _check_duplicates(root: yaml.Node) -> None:
             todo += node.value
 
 
-def _compose(loader: yaml.SafeLoader) -> yaml.Node | None:
-    try:
-        node = loader.get_single_node()
-    except RecursionError:
-        raise ComposerError(None, None, "nested too deeply", loader.get_mark()) from None
+def _compose(loader: _Loader) -> yaml.Node | None:
+    node = loader.get_single_node()
     if node is not None:
         _expanded_size(node, {}, set())
         _check_duplicates(node)
@@ -74,7 +88,7 @@ def _compose(loader: yaml.SafeLoader) -> yaml.Node | None:
 
 def compose(text: str) -> yaml.Node | None:
     """The node tree of one YAML document (for line numbers), checked as described above."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         return _compose(loader)
     finally:
@@ -83,14 +97,11 @@ def compose(text: str) -> yaml.Node | None:
 
 def load(text: str) -> tuple[Any, yaml.Node | None]:
     """(Python data, node tree) of one YAML document, checked as described above."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = _compose(loader)
         if node is None:
             return None, None
-        try:
-            return loader.construct_document(node), node
-        except RecursionError:
-            raise ComposerError(None, None, "nested too deeply", node.start_mark) from None
+        return loader.construct_document(node), node
     finally:
         loader.dispose()

@@ -27,7 +27,7 @@ def eval_command(
     from loraocean.artifacts import check_writable, package_versions, write_json_atomic
     from loraocean.errors import ConfigError
     from loraocean.evaluation import CONVENTIONS, attach, evaluate
-    from loraocean.evaluation.attach import kind_of
+    from loraocean.evaluation.attach import check as check_adapter
     from loraocean.tasks import data_hash, get_task, load_split
 
     # Every check a user can fail comes before the slow parts, and nothing is written until the end.
@@ -41,7 +41,7 @@ def eval_command(
     models.resolve(model)
     examples = load_split(spec, split, limit=limit, seed=seed)
     if adapter is not None:
-        kind_of(adapter)
+        check_adapter(adapter)
 
     start = time.perf_counter()
     base, tokenizer = models.load(model)

@@ -53,6 +53,7 @@ def fit_command(
 
     from loraocean.artifacts import check_writable
     from loraocean.library import Library
+    from loraocean.moe.fit import resolve_experts
     from loraocean.moe.registry import OptionError
 
     m = get_method(method)
@@ -69,6 +70,7 @@ def fit_command(
     check_writable(out, "--out")
     if library is not None:
         Library(library).require()
+    resolve_experts(names, model, library)  # every expert checked before the base model loads
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{method} on {task}", total=None)
         card = fit(method, model, names, task, out, library=library, preset=preset,

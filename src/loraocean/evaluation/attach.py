@@ -34,6 +34,30 @@ def kind_of(path: str | Path) -> str:
                          "checkpoint (no moe_config.json)")
 
 
+def check(path: str | Path) -> str:
+    """Check an adapter folder without a model (so a command fails before loading one): a PEFT
+    folder against itself and its card's integrity record, an MoE checkpoint against its card.
+    Returns its kind (`lora` or `moe`)."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind == "moe":
+        from loraocean.moe.checkpoint import check as check_checkpoint, read_config
+
+        read_config(path)
+        check_checkpoint(path)
+        return kind
+    from loraocean.library.adapter import WEIGHTS, check_adapter
+    from loraocean.library.card import CARD, check_card
+
+    if not (path / WEIGHTS).is_file():
+        raise LoraOceanError(f"{path} has no {WEIGHTS} (weights are only read from safetensors, "
+                             "never unpickled); re-save the adapter with PEFT")
+    check_adapter(path)
+    if (path / CARD).is_file():
+        check_card(path)
+    return kind
+
+
 def attach(model, path: str | Path):
     """`model` with the adapter at `path` on it, in eval mode.
 
@@ -47,16 +71,12 @@ def attach(model, path: str | Path):
     if kind_of(path) == "moe":
         from loraocean.moe import load_checkpoint  # lazily: the MoE room depends on us, not back
 
-        wrapped = load_checkpoint(path, model)
+        wrapped = load_checkpoint(path, model)  # checks the checkpoint itself
     else:
-        from loraocean.library.adapter import WEIGHTS, check_adapter
-        from loraocean.library.card import CARD, check_card
+        from loraocean.library.card import CARD, read_card
 
-        if not (path / WEIGHTS).is_file():
-            raise LoraOceanError(f"{path} has no {WEIGHTS} (weights are only read from safetensors, "
-                                 "never unpickled); re-save the adapter with PEFT")
-        check_adapter(path)
-        card = check_card(path) if (path / CARD).is_file() else {}
+        check(path)
+        card = read_card(path) if (path / CARD).is_file() else {}
         _check_base(path, card.get("model"), model)
         from peft import PeftModel
 
