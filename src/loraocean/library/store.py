@@ -157,7 +157,8 @@ class Library:
         card = check_card(folder)
         for key in ("model", "task"):
             if not isinstance(card.get(key), str):
-                raise IntegrityError(f"{folder / CARD}: field {key!r} is missing; {FIX_MANIFEST}")
+                raise IntegrityError(f"{folder / CARD}: field {key!r} is missing; re-create the adapter "
+                                     "folder with `loraocean train` or `loraocean library import`")
         dest = self.path(card["model"], card["task"])
         if dest.exists() and not overwrite:
             raise LoraOceanError(f"{dest} already exists; remove it first or pass overwrite")
