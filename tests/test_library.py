@@ -292,3 +292,20 @@ def test_library_cli(small_lib, tmp_path, capsys):
     assert "corrupt: tiny-llama/" + TASKS[1] in capsys.readouterr().out
     assert _main("library", "show", "tiny-llama", TASKS[1], "--root", root) == 2
     assert "does not match the card" in capsys.readouterr().err
+
+
+def test_adapter_patterns_plain_ones_pass_backtracking_ones_are_refused(tmp_path):
+    import re
+
+    from loraocean.errors import DataError
+    from loraocean.library.adapter import check_pattern
+
+    plain = [r".*\.(q_proj|v_proj)", r"model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj", r"^q_proj$",
+             r".*decoder.*(SelfAttention|EncDecAttention).*(q|v)$", r"[a-z_]+\.c_attn", "q_proj"]
+    for pattern in plain:
+        check_pattern(pattern, tmp_path, "target_modules")
+        re.compile(pattern)
+    for pattern in [r"((\w|\.)+)+!", r"(a+)+$", r"(q)\1_proj", r"(?=q)q_proj", r"(x|x)*y", "(" * 5 + ")" * 5 + "(",
+                    "x" * 2000]:
+        with pytest.raises(DataError, match="target_modules"):
+            check_pattern(pattern, tmp_path, "target_modules")
