@@ -99,3 +99,14 @@ def smoke_library(tmp_path_factory):
     for task in SMOKE_TASKS:
         train_lora("tiny-llama", task, preset="smoke", out=Library(root).path("tiny-llama", task))
     return root
+
+
+def stand_in_entry(folder: Path, card: dict) -> None:
+    """A library entry with placeholder adapter files and a sealed card, for tests of code that
+    reads only the cards (the integrity record covers the placeholders)."""
+    from loraocean.library.card import write_card
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"stand-in")
+    write_card(folder, card)

@@ -12,6 +12,7 @@ from loraocean.cli import main
 from loraocean.errors import AdapterMismatchError
 from loraocean.evaluation import attach
 from loraocean.models import load
+from loraocean.library.card import write_card
 
 
 def run(argv, capsys):
@@ -38,7 +39,7 @@ def lora_dir(tmp_path_factory):
                                             init_lora_weights=False))
     out = tmp_path_factory.mktemp("lora") / "adapter"
     peft.save_pretrained(out)
-    (out / "card.json").write_text(json.dumps({"model": "tiny-llama", "task": "bb_intent_recognition"}))
+    write_card(out, {"model": "tiny-llama", "task": "bb_intent_recognition"})
     return out
 
 
@@ -96,7 +97,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, lora_dir):
     mismatch.mkdir()
     for f in lora_dir.iterdir():
         (mismatch / f.name).write_bytes(f.read_bytes())
-    (mismatch / "card.json").write_text(json.dumps({"model": "smollm2-135m"}))
+    write_card(mismatch, {"model": "smollm2-135m"})
     cases.append((["--model", "tiny-llama", "--task", task, "--adapter", str(mismatch), "--limit", "2"],
                   "trained for base model 'smollm2-135m', but the model given is 'tiny-llama'"))
     for args, message in cases:

@@ -19,6 +19,7 @@ from loraocean.artifacts import sha256_file
 from loraocean.errors import AdapterMismatchError, IntegrityError, LoraOceanError
 from loraocean.library import Library, build, export_adapter, import_adapter, train_lora
 from loraocean.library.build import failure_log
+from loraocean.library.card import seal_card
 from loraocean.library.presets import PRESETS
 from loraocean.library.store import MANIFEST
 from loraocean.library.train import CARD, WEIGHTS
@@ -73,7 +74,7 @@ def test_verify_reports_every_kind_of_problem(small_lib):
     # stale: the card's lite preset differs from today's lite preset
     card = json.loads((b / CARD).read_text())
     card["preset"] = {**PRESETS["lite"].to_dict(), "lr": 0.123}
-    (b / CARD).write_text(json.dumps(card))
+    seal_card(b, card)  # as written by a build under the old preset values
     # orphaned: an adapter folder without card; missing: a manifest row whose folder is gone
     orphan = small_lib.root / "tiny-llama" / "bb_orphan"
     orphan.mkdir()
@@ -90,6 +91,30 @@ def test_verify_reports_every_kind_of_problem(small_lib):
     assert rep.orphaned == ["tiny-llama/bb_orphan (no card.json)"]
     assert rep.missing == ["tiny-llama/bb_gone"]
     assert rep.leftovers == [str(leftover)]
+
+
+def test_verify_catches_an_edited_config_value_and_the_entry_is_refused(small_lib):
+    a = small_lib.path("tiny-llama", TASKS[0])
+    config = json.loads((a / "adapter_config.json").read_text())
+    assert config["lora_alpha"] == PRESETS["smoke"].alpha
+    config["lora_alpha"] = 100 * config["lora_alpha"]
+    (a / "adapter_config.json").write_text(json.dumps(config))
+    rep = small_lib.verify()
+    assert [c.split(":")[0] for c in rep.corrupt] == [f"tiny-llama/{TASKS[0]}"]
+    assert "adapter_config.json: " in rep.corrupt[0] and "changed or damaged" in rep.corrupt[0]
+    entry = next(e for e in small_lib.list() if e.task == TASKS[0])
+    with pytest.raises(IntegrityError, match="adapter_config.json"):
+        Library.check(entry)
+    with pytest.raises(IntegrityError, match="adapter_config.json"):
+        small_lib.get("tiny-llama", TASKS[0])
+    (a / "adapter_config.json").unlink()  # deleted: reported as corrupt too, with the file named
+    assert "adapter_config.json is missing" in small_lib.verify().corrupt[0]
+    Library.check(next(e for e in small_lib.list() if e.task == TASKS[1]))  # the other one is fine
+
+
+def test_verify_of_a_missing_root_is_an_error(tmp_path):
+    with pytest.raises(LoraOceanError, match="does not exist"):
+        Library(tmp_path / "nope").verify()
 
 
 def test_import_checks_fit_and_export_writes_model_card(small_lib, tmp_path, tiny_llama):
@@ -285,3 +310,20 @@ def test_library_cli(small_lib, tmp_path, capsys):
     assert "corrupt: tiny-llama/" + TASKS[1] in capsys.readouterr().out
     assert _main("library", "show", "tiny-llama", TASKS[1], "--root", root) == 2
     assert "does not match the card" in capsys.readouterr().err
+
+
+def test_adapter_patterns_plain_ones_pass_backtracking_ones_are_refused(tmp_path):
+    import re
+
+    from loraocean.errors import DataError
+    from loraocean.library.adapter import check_pattern
+
+    plain = [r".*\.(q_proj|v_proj)", r"model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj", r"^q_proj$",
+             r".*decoder.*(SelfAttention|EncDecAttention).*(q|v)$", r"[a-z_]+\.c_attn", "q_proj"]
+    for pattern in plain:
+        check_pattern(pattern, tmp_path, "target_modules")
+        re.compile(pattern)
+    for pattern in [r"((\w|\.)+)+!", r"(a+)+$", r"(q)\1_proj", r"(?=q)q_proj", r"(x|x)*y", "(" * 5 + ")" * 5 + "(",
+                    "x" * 2000]:
+        with pytest.raises(DataError, match="target_modules"):
+            check_pattern(pattern, tmp_path, "target_modules")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from conftest import DEVICE, tol
 from loraocean.models import load
 from loraocean.moe import inject, load_adapter, moe_layers
 from loraocean.moe.layer import FixedGates, MoELinear, top_k_renormalise
+from loraocean.library.card import write_card
 
 # (rank, alpha, target modules, seed): uneven ranks, scalings and module sets on purpose
 SPECS = [(2, 4, ["q_proj", "v_proj", "up_proj", "down_proj"], 1),
@@ -40,7 +40,7 @@ def make_adapters(root, specs=SPECS, model_name="tiny-llama"):
                     p.mul_(20)
         path = root / f"adapter{i}"
         peft_model.save_pretrained(path)
-        (path / "card.json").write_text(json.dumps({"model": model_name, "task": f"task{i}"}))
+        write_card(path, {"model": model_name, "task": f"task{i}"})
         paths.append(path)
     return paths
 

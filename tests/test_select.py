@@ -12,6 +12,7 @@ import torch
 from conftest import DEVICE
 from loraocean.errors import LoraOceanError
 from loraocean.selection import ModelRef, Selection, overlap, select
+from loraocean.library.card import write_card
 
 TARGET = "bb_intent_recognition"
 OTHERS = ["bb_snarks", "bb_emoji_movie", "bb_social_iqa", "bb_winowhy", "bb_ruin_names"]
@@ -32,7 +33,7 @@ def make_lora(model, folder, task, seed, r=4, model_name="tiny-llama"):
                 p.normal_(0, 0.2)
     peft.save_pretrained(folder)
     peft.unload()
-    (folder / "card.json").write_text(json.dumps({"model": model_name, "task": task}))
+    write_card(folder, {"model": model_name, "task": task})
 
 
 @pytest.fixture(scope="module")

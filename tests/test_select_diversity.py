@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import torch
 
 from loraocean.selection import Choice, ModelRef, get_strategy
 from loraocean.selection.diversity import cosine_matrix
+from loraocean.library.card import write_card
 
 MODULES = ["q_proj", "v_proj"]
 
@@ -31,7 +31,7 @@ def write_lora(model, folder, task, blocks, seed, r=2):
                 p.copy_(torch.randn(p.shape, generator=gen))
     peft.save_pretrained(folder)
     peft.unload()
-    (folder / "card.json").write_text(json.dumps({"model": "tiny-llama", "task": task}))
+    write_card(folder, {"model": "tiny-llama", "task": task})
 
 
 class Entry:

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import BIGBENCH, bigbench_task
 from loraocean.selection import ModelRef, select
+from conftest import stand_in_entry
 
 TARGET = "bb_intent_recognition"
 
@@ -24,12 +25,10 @@ def near_copy(folder):
 
 
 def card(root, task, source=None):
-    folder = root / "tiny-llama" / task
-    folder.mkdir(parents=True)
     row = {"model": "tiny-llama", "task": task}
     if source:
         row["task_source"] = source
-    (folder / "card.json").write_text(json.dumps(row))
+    stand_in_entry(root / "tiny-llama" / task, row)
 
 
 def test_embedding_ranks_near_copy_first(tmp_path, monkeypatch):

@@ -3,7 +3,6 @@ known tasks; user maps with unknown names are refused with the names and lines."
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -12,6 +11,7 @@ from loraocean.selection import ModelRef, select
 from loraocean.selection.manual import SHIPPED, read_map
 from loraocean.tasks import CATALOG
 from loraocean.tasks.catalog import CATALOG_40
+from conftest import stand_in_entry
 
 
 
@@ -52,9 +52,8 @@ def test_manual_ranks_mapped_tasks_then_category(tmp_path):
     root = tmp_path / "lib"
     tasks = ["bb_logical_deduction_five_objects", "bb_temporal_sequences", "bb_snarks", "bb_analogical_similarity",
              "bb_causal_judgment", "bb_emoji_movie"]
-    for task in tasks:
-        (root / "tiny-llama" / task).mkdir(parents=True)
-        (root / "tiny-llama" / task / "card.json").write_text(json.dumps({"model": "tiny-llama", "task": task}))
+    for task in tasks:  # manual ranking reads only the cards
+        stand_in_entry(root / "tiny-llama" / task, {"model": "tiny-llama", "task": task})
     user_map = tmp_path / "mine.yaml"
     user_map.write_text("bb_logical_deduction_three_objects:\n  bb_snarks: my own reason\n"
                         "  bb_temporal_sequences: orderings\n")

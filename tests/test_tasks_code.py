@@ -16,12 +16,14 @@ def humaneval_examples():
 
 
 def sandbox_processes() -> int:
-    """Processes still running a sandboxed program (their cwd is a sandbox temp folder)."""
+    """Processes still running a sandboxed program (their cwd is a sandbox temp folder, or they
+    are in a sandbox cgroup)."""
     count = 0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            try:
-                count += "loraocean-sandbox-" in os.readlink(f"/proc/{entry.name}/cwd")
+            try:  # jailed processes show in their cgroups, the others by their folder
+                count += ("loraocean-sandbox-" in os.readlink(f"/proc/{entry.name}/cwd")
+                          or "loraocean-sandbox-" in Path(f"/proc/{entry.name}/cgroup").read_text())
             except OSError:
                 pass
     return count
@@ -99,3 +101,114 @@ def test_no_network_memory_limit_and_a_private_temp_folder():
                            "sys.stderr.write(os.getcwd())\nsys.exit(1)\n", "")
     folder = Path(where.detail.strip())
     assert folder.name.startswith("loraocean-sandbox-") and not folder.exists()
+
+
+# --- the jail: what a hostile program tries beyond the Python guard ---------------------------
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_program_cannot_write_outside_its_folder(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "keep.txt").write_text("evaluator data")
+    monkeypatch.setenv("LORAOCEAN_HOME", str(home))
+    own_source = Path(code.__file__)
+    before = {p: _digest(p) for p in (own_source, home / "keep.txt")}
+    targets = [own_source, home / "keep.txt", home / "new.txt", Path("/tmp/loraocean-escape.txt"),
+               tmp_path / "escape.txt"]
+    program = ("import sys\nwrote = []\n"
+               f"for path in {[str(t) for t in targets]!r}:\n"
+               "    try:\n        open(path, 'a').write('x')\n        wrote.append(path)\n"
+               "    except OSError:\n        pass\n"
+               "sys.stderr.write(f'wrote={wrote}')\nsys.exit(0 if wrote else 1)\n")
+    result = code.run_tests(program, "", timeout=10)
+    assert result.detail.startswith("wrote=[]") and not result.passed
+    assert {p: _digest(p) for p in before} == before
+    assert not (home / "new.txt").exists() and not (tmp_path / "escape.txt").exists()
+    assert not Path("/tmp/loraocean-escape.txt").exists()
+
+
+def test_a_program_cannot_fill_the_disk(tmp_path):
+    # 100 files of 1 MiB each (every one under the per-file limit): the folder's quota stops them
+    program = ("import sys\nn = 0\ntry:\n    for i in range(100):\n"
+               "        open(f'f{i}', 'wb').write(b'x' * 2**20)\n        n += 1\n"
+               "finally:\n    sys.stderr.write(f'files={n}\\n')\n")
+    result = code.run_tests(program, "", timeout=20)
+    assert not result.passed
+    assert int(result.detail.split("files=")[1].split()[0]) <= code.WORK_MB
+
+
+def test_a_program_cannot_reach_a_host_unix_socket(tmp_path):
+    import socket
+
+    path = tmp_path / "host.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract.bind(f"\0loraocean-test-{os.getpid()}")
+    for s in (server, abstract):
+        s.listen(4)
+        s.setblocking(False)
+    try:
+        program = ("import _socket, sys\nreached = []\n"
+                   f"for address in ({str(path)!r}, '\\0loraocean-test-{os.getpid()}'):\n"
+                   "    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)\n"
+                   "    try:\n        s.connect(address)\n        reached.append(address)\n"
+                   "    except OSError as err:\n        sys.stderr.write(f'{err!r}\\n')\n"
+                   "sys.exit(0 if reached else 1)\n")
+        result = code.run_tests(program, "", timeout=10)
+        assert not result.passed and result.detail.count("Error") == 2
+        for s in (server, abstract):
+            try:
+                s.accept()
+                raise AssertionError("the sandboxed program connected to a host socket")
+            except BlockingIOError:
+                pass
+    finally:
+        server.close()
+        abstract.close()
+
+
+def test_memory_spread_over_children_is_capped_in_total():
+    # With a 256 MiB cap: four children of 100 MiB each (each under the per-process limit, 400 MiB
+    # together), made through posix.fork, which the Python guard does not cover.
+    program = ("import posix, sys, time\nr, w = posix.pipe()\nkids = []\n"
+               "for _ in range(4):\n    pid = posix.fork()\n    if pid == 0:\n"
+               "        block = bytearray(100 * 2**20)\n"
+               "        for i in range(0, len(block), 4096):\n            block[i] = 1\n"
+               "        posix.write(w, b'k')\n        time.sleep(30)\n        posix._exit(0)\n"
+               "    kids.append(pid)\n"
+               "held = 0\ndeadline = time.time() + 12\nposix.set_blocking(r, False)\n"
+               "while held < 4 and time.time() < deadline:\n"
+               "    try:\n        held += len(posix.read(r, 4))\n    except BlockingIOError:\n"
+               "        time.sleep(0.05)\n"
+               "alive = sum(posix.waitpid(pid, posix.WNOHANG) == (0, 0) for pid in kids)\n"
+               "sys.stderr.write(f'alive={alive}\\n')\nsys.exit(0 if alive == 4 else 1)\n")
+    result = code.run_tests(program, "", timeout=20, memory_mb=256)
+    assert not result.passed  # (without the cgroup and the jail this program passes: 4 alive)
+    if code.memory_limit():  # a memory cgroup: at most two 100 MiB children fit in 256 MiB
+        alive = int(result.detail.split("alive=")[1].split()[0]) if "alive=" in result.detail else 0
+        assert alive <= 2
+    else:  # the documented weaker bound: each process 256 MiB, at most MAX_PROCESSES of them
+        assert code.process_limit()
+    assert sandbox_processes() == 0
+
+
+def test_without_namespaces_the_sandbox_fails_closed(monkeypatch):
+    code._jail_problem.cache_clear()
+    monkeypatch.setattr(code, "_tool", lambda name: name)  # as if util-linux were missing
+    try:
+        import pytest
+
+        from loraocean.errors import LoraOceanError
+
+        with pytest.raises(LoraOceanError, match="LORAOCEAN_SANDBOX=weak"):
+            code.run_tests("x = 1", "assert x == 1")
+        monkeypatch.setenv("LORAOCEAN_SANDBOX", "weak")
+        assert code.run_tests("x = 1", "assert x == 1").passed
+    finally:
+        code._jail_problem.cache_clear()

@@ -86,11 +86,11 @@ def test_crash_mid_save_leaves_no_finished_folder(tiny_llama, tmp_path, monkeypa
 
     model, tok = tiny_llama
 
-    def crash(path):  # the weights are on disk, the card is not yet written
-        assert (path.parent / WEIGHTS).is_file()
+    def crash(folder, card):  # the weights are on disk, the card is not yet written
+        assert (folder / WEIGHTS).is_file() and not (folder / CARD).exists()
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_mod, "sha256_file", crash)
+    monkeypatch.setattr(train_mod, "write_card", crash)
     with pytest.raises(OSError, match="disk full"):
         train_lora("tiny-llama", TASK, SMOKE, out=tmp_path / "a", model=model, tokenizer=tok)
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temp folder is left

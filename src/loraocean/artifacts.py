@@ -121,3 +121,40 @@ def package_versions(names: tuple[str, ...] = ("loraocean", "torch", "transforme
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def check_writable(path: str | Path, option: str, *, file: bool = False) -> None:
+    """Raise ConfigError unless `path` (a file with `file`, else a folder) can be written by this
+    process, so a command fails before its long work, not after. Leaves nothing behind."""
+    from loraocean.errors import ConfigError
+
+    path = Path(path)
+    if file and path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file path")
+    if not file and path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file; give a folder path")
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder; choose a path under a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=parent)
+    except OSError as err:
+        raise ConfigError(f"{option} {path}: cannot write in {parent} ({err.strerror}); "
+                          "choose a writable location") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def read_text(path: str | Path, fix: str = "") -> str:
+    """A text file's contents; unreadable or non-UTF-8 files raise a DataError naming the file."""
+    from loraocean.errors import DataError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})",
+                        fix=fix or "save the file as UTF-8") from None
+    except OSError as err:
+        raise DataError(path, f"cannot be read ({err.strerror})", fix=fix) from None

@@ -23,6 +23,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    """Add every command group once (main() may be called many times in one process, e.g. by tests)."""
+    if app.registered_groups:
+        return
     from loraocean.cli import data, tasks
 
     app.add_typer(data.app, name="data")

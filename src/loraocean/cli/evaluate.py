@@ -24,10 +24,10 @@ def eval_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from loraocean import models
-    from loraocean.artifacts import package_versions, write_json_atomic
+    from loraocean.artifacts import check_writable, package_versions, write_json_atomic
     from loraocean.errors import ConfigError
     from loraocean.evaluation import CONVENTIONS, attach, evaluate
-    from loraocean.evaluation.attach import kind_of
+    from loraocean.evaluation.attach import check as check_adapter
     from loraocean.tasks import data_hash, get_task, load_split
 
     # Every check a user can fail comes before the slow parts, and nothing is written until the end.
@@ -35,11 +35,13 @@ def eval_command(
         raise ConfigError(f"--convention {convention!r} is unknown; use one of {', '.join(CONVENTIONS)}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
+    if json_path is not None:
+        check_writable(json_path, "--json", file=True)
     spec = get_task(task)
     models.resolve(model)
     examples = load_split(spec, split, limit=limit, seed=seed)
     if adapter is not None:
-        kind_of(adapter)
+        check_adapter(adapter)
 
     start = time.perf_counter()
     base, tokenizer = models.load(model)

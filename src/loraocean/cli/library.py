@@ -32,6 +32,7 @@ def ls(root: Path = typer.Option(..., help=ROOT_HELP),
 
     from loraocean.library import Library
 
+    Library(root).require()
     if as_json:
         lib = Library(root)
         typer.echo(json.dumps([e.row(lib.root) for e in lib.list()], indent=2))
@@ -59,7 +60,7 @@ def show(model: str = typer.Argument(..., help="Base model name."),
     """Print an adapter's card (after checking its weights)."""
     from loraocean.library import Library
 
-    entry = Library(root).get(model, task)
+    entry = Library(root).require().get(model, task)
     typer.echo(f"# {entry.path}")
     typer.echo(json.dumps(entry.card, indent=2, sort_keys=True))
 
@@ -71,7 +72,7 @@ def verify(root: Path = typer.Option(..., help=ROOT_HELP),
     Exits 1 when the library is not clean."""
     from loraocean.library import Library
 
-    lib = Library(root)
+    lib = Library(root).require()
     if fix_manifest:
         lib.rebuild_manifest()
     rep = lib.verify()
@@ -91,8 +92,10 @@ def import_(folder: Path = typer.Argument(..., help="A PEFT adapter folder (adap
             root: Path = typer.Option(..., help=ROOT_HELP),
             overwrite: bool = typer.Option(False, help="Replace an existing entry.")) -> None:
     """Add an existing PEFT adapter after checking that it fits the base model."""
+    from loraocean.artifacts import check_writable
     from loraocean.library import Library, import_adapter
 
+    check_writable(root, "--root")
     entry = import_adapter(Library(root), folder, model, task, overwrite=overwrite)
     typer.echo(f"imported {folder} as {entry.path}")
 
@@ -104,8 +107,10 @@ def export(model: str = typer.Argument(..., help="Base model name."),
            root: Path = typer.Option(..., help=ROOT_HELP),
            overwrite: bool = typer.Option(False, help="Replace an existing folder.")) -> None:
     """Write a hub-ready copy of an adapter with a model card README.md."""
+    from loraocean.artifacts import check_writable
     from loraocean.library import Library, export_adapter
 
+    check_writable(out, "--out")
     export_adapter(Library(root), model, task, out, overwrite=overwrite)
     typer.echo(f"exported to {out}")
 
@@ -164,9 +169,11 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
     from loraocean.cli.console import make_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from loraocean.artifacts import check_writable
     from loraocean.library import Library
     from loraocean.library.build import build as run_build
 
+    check_writable(root, "--root")
     console = make_console()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())

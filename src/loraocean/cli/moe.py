@@ -14,6 +14,7 @@ def parse_options(items: list[str] | None) -> dict:
     """`key=value` pairs; values are read as YAML scalars/lists (2, 0.1, true, [a, b])."""
     import yaml
 
+    from loraocean import yamlio
     from loraocean.errors import ConfigError
 
     out = {}
@@ -21,7 +22,11 @@ def parse_options(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--option {item!r}: expected key=value, e.g. --option top_k=2")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yamlio.load(value)[0]
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--option {item!r}: the value is not a YAML scalar or list "
+                              f"({getattr(err, 'problem', err)}), e.g. --option top_k=2") from None
     return out
 
 
@@ -47,14 +52,26 @@ def fit_command(
     from loraocean.moe.presets import get_preset
     from loraocean.tasks import get_task
 
+    from loraocean.artifacts import check_writable
+    from loraocean.library import Library
+    from loraocean.moe.fit import resolve_experts
+    from loraocean.moe.registry import OptionError
+
     m = get_method(method)
-    m.make_config(parse_options(option))
+    names = [e.strip() for e in experts.split(",") if e.strip()]
+    try:
+        m.make_config(parse_options(option), n_experts=len(names))
+    except OptionError as err:
+        raise ConfigError(f"--option {err.field}: {err}") from None
     get_preset(preset)
     get_task(task)
     models.resolve(model)
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists; choose another folder or pass --overwrite")
-    names = [e.strip() for e in experts.split(",") if e.strip()]
+    check_writable(out, "--out")
+    if library is not None:
+        Library(library).require()
+    resolve_experts(names, model, library)  # every expert checked before the base model loads
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{method} on {task}", total=None)
         card = fit(method, model, names, task, out, library=library, preset=preset,
@@ -71,12 +88,11 @@ def fit_command(
 @app.command("show")
 def show_command(path: Path = typer.Argument(..., help="An MoE checkpoint folder.")) -> None:
     """Print a checkpoint's method, options, experts and training summary."""
-    import json
 
-    from loraocean.moe.checkpoint import CARD, read_config
+    from loraocean.moe.checkpoint import check, read_config
 
     config = read_config(path)
-    card = json.loads((path / CARD).read_text()) if (path / CARD).is_file() else {}
+    card = check(path)
     typer.echo(f"{config['method']} on {config.get('base_model')} for task {card.get('task')}")
     typer.echo("options: " + ", ".join(f"{k}={v}" for k, v in config["config"].items()))
     for e in config["experts"]:
@@ -100,12 +116,14 @@ def routing_command(
 ) -> None:
     """Mean gate weight per MoE layer and expert on a split, as JSON and CSV for plots."""
     from loraocean import models
+    from loraocean.artifacts import check_writable
     from loraocean.moe import load_checkpoint, routing_stats, write_routing
     from loraocean.moe.checkpoint import read_config
     from loraocean.tasks import load_split
 
     config = read_config(path)
     examples = load_split(task, split, limit=limit)
+    check_writable(out, "--out")
     base, tokenizer = models.load(model or config["base_model"])
     moe = load_checkpoint(path, base)
     stats = routing_stats(moe, tokenizer, examples, batch_size=batch_size)

@@ -90,9 +90,14 @@ def select_command(
                                         "against the oracle: regret, precision@k, rank correlation."),
 ) -> None:
     """Rank the library LoRAs of MODEL as experts for TARGET and print the chosen k."""
-    from loraocean.artifacts import write_json_atomic
+    from loraocean.artifacts import check_writable, write_json_atomic
+    from loraocean.library import Library
     from loraocean.selection import overlap, select_many
     from loraocean.selection.oracle import against_oracle as score_against
+
+    if json_path:
+        check_writable(json_path, "--json", file=True)
+    Library(library).require()
 
     names = [strategy] + (["oracle"] if against_oracle and strategy not in ("all", "oracle") else [])
     selections = select_many(target, library, model, k, names, shots=shots, seed=seed,

@@ -39,6 +39,7 @@ def run(
     from loraocean.cli.console import make_console
     from rich.table import Table
 
+    from loraocean.artifacts import check_writable
     from loraocean.study import find_study, load_config, plan, run_study
 
     console = make_console()
@@ -51,6 +52,7 @@ def run(
         if executor not in EXECUTORS:
             raise UnknownNameError("executor", executor, EXECUTORS)
     run_dir = run_dir or default_run_dir(cfg.name, quick)
+    check_writable(run_dir, "--run-dir")
     jobs = plan(cfg, run_dir)
     todo = [(j, s) for j, cached, s in jobs if not cached]
     console.print(f"study [bold]{cfg.name}[/bold] ({path}{', quick' if quick else ''}): {len(jobs)} jobs, "
@@ -95,8 +97,11 @@ def results(
     from loraocean.cli.console import make_console
     from rich.table import Table
 
+    from loraocean.artifacts import check_writable
     from loraocean.study import query
 
+    if csv is not None:
+        check_writable(csv, "--csv", file=True)
     df = query(run_dir, where)
     if csv is not None:
         df.to_csv(csv, index=False)

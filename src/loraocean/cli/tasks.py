@@ -95,10 +95,13 @@ def prepare(
     seed: int = typer.Option(0, help="Seed of the sub-sampling under the caps."),
 ) -> None:
     """Convert a task's source into the unified store: train/dev/test JSONL + metadata.json."""
+    from loraocean.artifacts import check_writable
     from loraocean.tasks import get_task
     from loraocean.tasks.store import prepare as prepare_task
     from loraocean.tasks.store import store_dir
 
+    if out is not None:
+        check_writable(out, "--out")
     specs = _bigbench_folder(task)
     if specs:
         root = out

@@ -19,6 +19,7 @@ def train(
     """Train one LoRA on a task's train split; shows a progress bar with the loss."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from loraocean.artifacts import check_writable
     from loraocean.errors import ConfigError
     from loraocean.library import get_preset, train_lora
     from loraocean.tasks import get_task
@@ -30,6 +31,7 @@ def train(
     resolve(model)
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists; choose another folder or pass --overwrite")
+    check_writable(out, "--out")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 (got {limit})")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno,
-                        fix="the adapter folder is damaged; re-train or re-copy it") from None
+from loraocean.errors import AdapterMismatchError, LoraOceanError
 
 
 def model_name(model) -> str | None:
@@ -43,28 +34,50 @@ def kind_of(path: str | Path) -> str:
                          "checkpoint (no moe_config.json)")
 
 
+def check(path: str | Path) -> str:
+    """Check an adapter folder without a model (so a command fails before loading one): a PEFT
+    folder against itself and its card's integrity record, an MoE checkpoint against its card.
+    Returns its kind (`lora` or `moe`)."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind == "moe":
+        from loraocean.moe.checkpoint import check as check_checkpoint, read_config
+
+        read_config(path)
+        check_checkpoint(path)
+        return kind
+    from loraocean.library.adapter import WEIGHTS, check_adapter
+    from loraocean.library.card import CARD, check_card
+
+    if not (path / WEIGHTS).is_file():
+        raise LoraOceanError(f"{path} has no {WEIGHTS} (weights are only read from safetensors, "
+                             "never unpickled); re-save the adapter with PEFT")
+    check_adapter(path)
+    if (path / CARD).is_file():
+        check_card(path)
+    return kind
+
+
 def attach(model, path: str | Path):
     """`model` with the adapter at `path` on it, in eval mode.
 
-    A PEFT folder loads with `PeftModel.from_pretrained` (safetensors weights only); an MoE
-    checkpoint with `loraocean.moe.load_checkpoint`. Either way the base model the adapter was
-    made for (card.json `model`, else the MoE config's base model) must be the one given, else
-    AdapterMismatchError names both.
+    A PEFT folder is checked against itself (`library.adapter.check_adapter`) and, when it has a
+    card, against the card's integrity record, then loads with `PeftModel.from_pretrained`
+    (safetensors weights only); an MoE checkpoint with `loraocean.moe.load_checkpoint` (which does
+    the same checks). Either way the base model the adapter was made for must be the one given,
+    else AdapterMismatchError names both.
     """
     path = Path(path)
-    kind = kind_of(path)
-    card = _read_json(path / "card.json") if (path / "card.json").is_file() else {}
-    if kind == "moe":
-        config = _read_json(path / "moe_config.json")
-        _check_base(path, card.get("model") or config.get("base_model") or config.get("model"), model)
+    if kind_of(path) == "moe":
         from loraocean.moe import load_checkpoint  # lazily: the MoE room depends on us, not back
 
-        wrapped = load_checkpoint(path, model)
+        wrapped = load_checkpoint(path, model)  # checks the checkpoint itself
     else:
+        from loraocean.library.card import CARD, read_card
+
+        check(path)
+        card = read_card(path) if (path / CARD).is_file() else {}
         _check_base(path, card.get("model"), model)
-        if not (path / "adapter_model.safetensors").is_file():
-            raise LoraOceanError(f"{path} has no adapter_model.safetensors (weights are only read "
-                                 "from safetensors, never unpickled); re-save the adapter with PEFT")
         from peft import PeftModel
 
         try:

@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loraocean import models
-from loraocean.artifacts import atomic_dir, package_versions, sha256_file, write_json_atomic, write_text_atomic
+from loraocean.artifacts import atomic_dir, package_versions, write_text_atomic
 from loraocean.errors import AdapterMismatchError, LoraOceanError
-from loraocean.library.store import ADAPTER_FILES, Entry, Library
-from loraocean.library.train import CARD, CARD_VERSION, WEIGHTS
+from loraocean.library.adapter import WEIGHTS, check_adapter
+from loraocean.library.card import ADAPTER_FILES, CARD, check_card, write_card
+from loraocean.library.store import Entry, Library
 
 
 def check_fits(folder: Path, model) -> list[str]:
@@ -58,16 +59,16 @@ def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str,
                    overwrite: bool = False, source: dict | None = None) -> Entry:
     """Add an existing PEFT adapter folder for (model_name, task), with a card of what is known.
 
-    A card.json in the folder (e.g. one of ours pushed to the hub) is kept, with model, task and
-    checksum set anew. `source` records where the folder came from (default: its local path)."""
+    A card.json in the folder (e.g. one of ours pushed to the hub) must pass its integrity check
+    and is kept, with model, task, source and integrity record set anew. `source` records where
+    the folder came from (default: its local path)."""
     folder = Path(folder)
     for name in ADAPTER_FILES:
         if not (folder / name).is_file():
             raise LoraOceanError(f"{folder} has no {name}; import needs a PEFT adapter folder "
                                  f"({', '.join(ADAPTER_FILES)})")
-    config = json.loads((folder / "adapter_config.json").read_text())
-    if config.get("peft_type", "LORA") != "LORA":
-        raise LoraOceanError(f"{folder}: peft_type {config.get('peft_type')!r} is not LORA")
+    config = check_adapter(folder)
+    previous = check_card(folder) if (folder / CARD).is_file() else {}  # one of ours: must hold
     if model is None:
         model, _ = models.load(model_name)
     adapted = check_fits(folder, model)
@@ -75,7 +76,6 @@ def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str,
     if dest.exists() and not overwrite:
         raise LoraOceanError(f"{dest} already exists; remove it first or pass --overwrite")
     card = {
-        "card_version": CARD_VERSION,
         "preset": {"name": "imported", "r": config.get("r"), "alpha": config.get("lora_alpha"),
                    "dropout": config.get("lora_dropout"),
                    "target_modules": config.get("target_modules")},
@@ -83,15 +83,14 @@ def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str,
         "metrics": {}, "versions": package_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if (folder / CARD).is_file():
-        card.update(json.loads((folder / CARD).read_text()))
+    card.update({k: v for k, v in previous.items() if k not in ("files", "card_sha256")})
     card.update(model=model_name, task=task, adapted_modules=len(adapted),
-                imported_from=source or {"path": str(folder.resolve())},
-                weights_sha256=sha256_file(folder / WEIGHTS))
+                imported_from=source or {"path": str(folder.resolve())})
     with atomic_dir(dest, overwrite=overwrite) as tmp:
         for name in ADAPTER_FILES:
             shutil.copy2(folder / name, tmp / name)
-        write_json_atomic(tmp / CARD, card)
+        check_adapter(tmp)  # the copies are what the card records
+        write_card(tmp, card)
     lib.rebuild_manifest()
     return Entry(model_name, task, dest, card)
 
@@ -193,7 +192,7 @@ def write_shareable(entry: Entry, dest: Path, location: str, subfolder: str | No
     """The files that leave this machine: PEFT files (portable config), public card, README.md."""
     shutil.copy2(entry.path / WEIGHTS, dest / WEIGHTS)
     write_text_atomic(dest / "adapter_config.json", portable_config(entry.path, entry.model))
-    write_json_atomic(dest / CARD, public_card(entry.card))
+    write_card(dest, public_card(entry.card))  # its integrity record covers the shared files
     write_text_atomic(dest / "README.md", model_card(entry.card, location, subfolder))
 
 

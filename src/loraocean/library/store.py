@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraocean import models
-from loraocean.artifacts import atomic_dir, sha256_file, write_json_atomic
+from loraocean.artifacts import atomic_dir, write_json_atomic
 from loraocean.errors import IntegrityError, LoraOceanError
+from loraocean.library.adapter import WEIGHTS
+from loraocean.library.card import ADAPTER_FILES, CARD, check_card, read_card, seal_card
 from loraocean.library.presets import is_stale
-from loraocean.library.train import CARD, WEIGHTS
 
 MANIFEST = "manifest.json"
 FAILURES = "_failures"
-ADAPTER_FILES = ("adapter_config.json", WEIGHTS)
+FIX_MANIFEST = "rebuild it from the cards with `loraocean library verify --root ROOT --fix-manifest`"
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Report:
     """What `verify` found. Clean when every list is empty."""
     ok: list[str]
     missing: list[str]    # manifest rows whose folder or weights are gone
-    corrupt: list[str]    # weights whose sha256 differs from the card, unreadable cards
+    corrupt: list[str]    # files or cards that differ from the card's integrity record, unreadable cards
     orphaned: list[str]   # adapter folders without a card, or cards the manifest does not list
     stale: list[str]      # trained with a preset whose values have changed since
     leftovers: list[str]  # temp folders of interrupted writes
@@ -59,17 +60,17 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "_"))
 
 
-def read_card(folder: Path) -> dict:
-    path = folder / CARD
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise IntegrityError(f"{path}: unreadable card ({err}); remove the folder and rebuild it") from None
-
-
 class Library:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+
+    def require(self) -> "Library":
+        """This library, when its root is a folder (raises a LoraOceanError naming it otherwise)."""
+        if not self.root.is_dir():
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise LoraOceanError(f"library root {self.root} {what}; give the folder a library was "
+                                 "built in (`loraocean library build --root ...`)")
+        return self
 
     # ---- layout -----------------------------------------------------------------------------
     def path(self, model: str, task: str) -> Path:
@@ -106,25 +107,37 @@ class Library:
         return Entry(model, task, folder, read_card(folder))
 
     def get(self, model: str, task: str) -> Entry:
-        """The entry, after checking its weights against the card's sha256."""
+        """The entry, after `check` (its files and card against the card's integrity record)."""
         entry = self.find(model, task)
         if entry is None:
             have = sorted(f"{e.model}/{e.task}" for e in self.list())
             raise LoraOceanError(f"no adapter for model {model!r} and task {task!r} in {self.root}"
                                  f" (have: {', '.join(have[:10]) or 'none'}); build it with "
                                  "`loraocean library build`")
-        check_weights(entry)
+        self.check(entry)
         return entry
+
+    @staticmethod
+    def check(entry: Entry) -> None:
+        """Raise IntegrityError unless the entry's card, adapter config and weights are exactly what
+        was written (the card's seal, and each file's size and full sha256; see `library.card`).
+        Call it before using an entry found with `find` or `list`."""
+        check_card(entry.path, entry.card)
 
     def manifest(self) -> dict:
         path = self.root / MANIFEST
         if not path.is_file():
             return {"version": 1, "adapters": []}
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise IntegrityError(f"{path}: not valid JSON ({err}); rebuild it with "
-                                 "`loraocean library verify --fix`") from None
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise IntegrityError(f"{path}: unreadable ({err}); {FIX_MANIFEST}") from None
+        rows = manifest.get("adapters") if isinstance(manifest, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("path"), str)
+                                                 for r in rows):
+            raise IntegrityError(f"{path}: not a manifest (an object whose 'adapters' lists rows with a "
+                                 f"'path'); {FIX_MANIFEST}")
+        return manifest
 
     # ---- writing ----------------------------------------------------------------------------
     def rebuild_manifest(self) -> dict:
@@ -141,9 +154,11 @@ class Library:
             if not (folder / name).is_file():
                 raise LoraOceanError(f"{folder} has no {name}; an adapter folder needs "
                                      f"{', '.join(ADAPTER_FILES)} and {CARD}")
-        card = read_card(folder)
-        entry = Entry(card["model"], card["task"], folder, card)
-        check_weights(entry)
+        card = check_card(folder)
+        for key in ("model", "task"):
+            if not isinstance(card.get(key), str):
+                raise IntegrityError(f"{folder / CARD}: field {key!r} is missing; re-create the adapter "
+                                     "folder with `loraocean train` or `loraocean library import`")
         dest = self.path(card["model"], card["task"])
         if dest.exists() and not overwrite:
             raise LoraOceanError(f"{dest} already exists; remove it first or pass overwrite")
@@ -164,9 +179,9 @@ class Library:
     def set_metrics(self, model: str, task: str, metrics: dict) -> None:
         """Record evaluation metrics in a card (atomic rewrite) and the manifest."""
         folder = self.path(model, task)
-        card = read_card(folder)
+        card = check_card(folder)
         card.setdefault("metrics", {}).update(metrics)
-        write_json_atomic(folder / CARD, card)
+        seal_card(folder, card)
         self.rebuild_manifest()
 
     def clean_leftovers(self) -> list[Path]:
@@ -186,6 +201,9 @@ class Library:
 
     # ---- checking ---------------------------------------------------------------------------
     def verify(self) -> Report:
+        """Check every adapter in full (see `check`), the manifest against the folders, presets and
+        leftovers. A root that is not a folder is an error, not an empty clean library."""
+        self.require()
         report = Report([], [], [], [], [], [str(p) for p in self._leftovers()])
         listed = {}
         for row in self.manifest().get("adapters", []):
@@ -199,8 +217,7 @@ class Library:
                 report.orphaned.append(f"{rel} (no {CARD})")
                 continue
             try:
-                card = read_card(folder)
-                check_weights(Entry(card.get("model", ""), card.get("task", ""), folder, card))
+                card = check_card(folder)
             except IntegrityError as err:
                 report.corrupt.append(f"{rel}: {err}")
                 continue
@@ -212,14 +229,3 @@ class Library:
                 report.ok.append(rel)
         return report
 
-
-def check_weights(entry: Entry) -> None:
-    weights = entry.path / WEIGHTS
-    if not weights.is_file():
-        raise IntegrityError(f"{weights} is missing; remove the folder and rebuild the adapter")
-    expected = entry.card.get("weights_sha256")
-    actual = sha256_file(weights)
-    if actual != expected:
-        raise IntegrityError(f"{weights}: sha256 {actual[:12]}... does not match the card's "
-                             f"{str(expected)[:12]}...; the file is corrupt: remove the folder and "
-                             "rebuild the adapter")

@@ -14,16 +14,15 @@ from typing import Callable
 import torch
 
 from loraocean import models
-from loraocean.artifacts import atomic_dir, package_versions, sha256_file, write_json_atomic
+from loraocean.artifacts import atomic_dir, package_versions
+from loraocean.library.adapter import WEIGHTS  # noqa: F401  (re-exported: tests and callers import it here)
+from loraocean.library.card import CARD, CARD_VERSION, write_card
 from loraocean.batching import encode
 from loraocean.errors import LoraOceanError
 from loraocean.library.presets import Preset, get_preset
 from loraocean.tasks import data_hash, get_task, load_split, template_name
 from loraocean.trainer import train
 
-WEIGHTS = "adapter_model.safetensors"
-CARD = "card.json"
-CARD_VERSION = 1
 
 
 def lora_config(model, preset: Preset):
@@ -120,6 +119,5 @@ def write_adapter(peft_model, card: dict, out: str | Path, overwrite: bool = Fal
     """The PEFT folder and its card, atomically (the card is written last, inside the temp folder)."""
     with atomic_dir(out, overwrite=overwrite) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
-        card["weights_sha256"] = sha256_file(tmp / WEIGHTS)
-        write_json_atomic(tmp / CARD, card)
+        write_card(tmp, card)
     return Path(out)

@@ -51,6 +51,14 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
+ALLOW_PICKLE = "LORAOCEAN_ALLOW_PICKLE"
+
+
+def pickle_allowed() -> bool:
+    """Whether the user opted in to base-model weights that are not safetensors."""
+    return os.environ.get(ALLOW_PICKLE) == "1"
+
+
 def resolve(name: str) -> tuple[str, str]:
     """(kind, location): kind is embedded, tiny, local or hub."""
     if name == embedded.NAME:
@@ -64,6 +72,13 @@ def resolve(name: str) -> tuple[str, str]:
     if path.exists():
         if not (path / "config.json").is_file():
             raise LoraOceanError(f"{path} is not a Hugging Face model folder (no config.json)")
+        if not any(path.glob("*.safetensors")) and not pickle_allowed():
+            found = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+            raise LoraOceanError(
+                f"{path} has no *.safetensors weights ({', '.join(found) or 'no weight files'}); weights "
+                "are read from safetensors only, since pickle files can run code when loaded. Re-save "
+                f"the model with save_pretrained (safetensors is its default), or set {ALLOW_PICKLE}=1 "
+                "to load the pickle with torch.load(weights_only=True)")
         return "local", str(path)
     if HUB_ID_PATTERN.fullmatch(name):
         return "hub", name
@@ -119,10 +134,12 @@ def load(name: str, *, device: str | None = None, dtype: torch.dtype | None = No
             with quiet_loading() if kind != "hub" else contextlib.nullcontext():
                 path = str(embedded.folder()) if kind == "embedded" else where
                 tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
-                                                             trust_remote_code=trust_remote_code)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=dtype, trust_remote_code=trust_remote_code,
+                    use_safetensors=None if pickle_allowed() else True)
         except OSError as err:
-            raise LoraOceanError(f"could not load model {name!r}: {err}") from None
+            raise LoraOceanError(f"could not load model {name!r}: {str(err).splitlines()[0]} (weights are "
+                                 f"read from safetensors only unless {ALLOW_PICKLE}=1)") from None
         model = model.to(device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

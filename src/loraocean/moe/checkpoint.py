@@ -10,8 +10,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from loraocean.artifacts import atomic_dir, package_versions, sha256_file, write_json_atomic
+from loraocean.artifacts import atomic_dir, package_versions, read_text, write_json_atomic
 from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
+from loraocean.library.card import check_card, write_card
 from loraocean.moe.experts import shaped_expert
 from loraocean.moe.model import MoEModel
 from loraocean.moe.registry import get_method
@@ -19,6 +20,7 @@ from loraocean.moe.registry import get_method
 CONFIG = "moe_config.json"
 WEIGHTS = "moe_model.safetensors"
 CARD = "card.json"
+FILES = (CONFIG, WEIGHTS)  # recorded in the card (the weights last)
 FORMAT_VERSION = 1
 
 
@@ -34,9 +36,8 @@ def save_checkpoint(model: MoEModel, out: str | Path, card: dict | None = None,
         state = {k: v.cpu() for k, v in model.moe_state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
         write_json_atomic(tmp / CONFIG, config)
-        card = dict(card or {}, method=model.method, model=config["base_model"],
-                    weights_sha256=sha256_file(tmp / WEIGHTS), versions=package_versions())
-        write_json_atomic(tmp / CARD, card)
+        card = dict(card or {}, method=model.method, model=config["base_model"], versions=package_versions())
+        write_card(tmp, card, names=FILES)
     return Path(out)
 
 
@@ -46,18 +47,32 @@ def read_config(path: str | Path) -> dict:
         raise LoraOceanError(f"{path.parent} is not an MoE checkpoint (no {CONFIG}); "
                              "make one with `loraocean moe fit`")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(path, f"invalid JSON ({err.msg})", line=err.lineno) from None
+    shape = {"method": str, "config": dict, "experts": list}
+    for key, kind in shape.items():
+        if not isinstance(config, dict) or not isinstance(config.get(key), kind):
+            raise DataError(path, f"not an MoE config (needs {', '.join(shape)})", field=key,
+                            fix="re-run `loraocean moe fit`")
+    return config
+
+
+def check(path: str | Path) -> dict:
+    """The checkpoint's card after checking it, its config and its weights against the card's
+    integrity record (see `library.card`)."""
+    return check_card(path, names=FILES)
 
 
 def load_checkpoint(path: str | Path, model) -> MoEModel:
     """Rebuild the method on `model` (changed in place: MoE layers are injected) and load the
     checkpoint's tensors. Returns an HF-causal-LM-like module in eval mode."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     config = read_config(path)
+    check(path)
     loaded = getattr(model.config, "loraocean_name", None)
     if config.get("base_model") and loaded and config["base_model"] != loaded:
         raise AdapterMismatchError(f"{path} was fitted on {config['base_model']!r} but the model is "
@@ -68,7 +83,7 @@ def load_checkpoint(path: str | Path, model) -> MoEModel:
     moe = method.build(model, experts, cfg)
     try:
         moe.load_moe_state_dict(load_file(str(path / WEIGHTS)))
-    except (KeyError, FileNotFoundError) as err:
+    except (KeyError, FileNotFoundError, SafetensorError) as err:
         raise DataError(path / WEIGHTS, f"does not match {CONFIG}: {err}",
                         fix="re-run `loraocean moe fit`") from None
     moe.eval()

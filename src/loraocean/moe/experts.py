@@ -9,7 +9,6 @@ many adapters at once, side by side, without PEFT's per-adapter module wrapping.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from pathlib import Path
 import torch
 
 from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
+from loraocean.library.adapter import alpha_of, check_adapter
+from loraocean.library.store import check_card, read_card
 from loraocean.models.architectures import matches
 
 _PREFIX = "base_model.model."
@@ -63,15 +64,6 @@ class Expert:
                 "ranks": {m: self.rank(m) for m in self.A}, "scales": dict(self.scale)}
 
 
-def _pattern_value(module: str, pattern: dict, default):
-    """PEFT's rank_pattern / alpha_pattern: a key matches when it is a regex matching the end of
-    the module name at a dot boundary."""
-    for key, value in (pattern or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
-
-
 def load_adapter(folder: str | Path, name: str | None = None, model=None) -> Expert:
     """Read a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors).
 
@@ -85,13 +77,8 @@ def load_adapter(folder: str | Path, name: str | None = None, model=None) -> Exp
     if not cfg_path.is_file() or not weights.is_file():
         raise LoraOceanError(f"{folder} is not a PEFT adapter folder (needs adapter_config.json and "
                              "adapter_model.safetensors); train one with `loraocean library train`")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(cfg_path, f"invalid JSON ({err.msg})", line=err.lineno) from None
-    if cfg.get("peft_type", "LORA") != "LORA":
-        raise DataError(cfg_path, f"peft_type is {cfg.get('peft_type')!r}, only LORA adapters can be experts",
-                        field="peft_type")
+    cfg = check_adapter(folder)
+    check_card(folder)
     if cfg.get("use_dora"):
         raise DataError(cfg_path, "DoRA adapters are not supported as experts", field="use_dora",
                         fix="train a plain LoRA")
@@ -99,7 +86,7 @@ def load_adapter(folder: str | Path, name: str | None = None, model=None) -> Exp
         raise DataError(cfg_path, "LoRA bias terms are not supported as experts", field="bias")
     card_path = folder / "card.json"
     if model is not None and card_path.is_file():
-        card_model = json.loads(card_path.read_text()).get("model")
+        card_model = read_card(folder).get("model")
         loaded = getattr(model.config, "loraocean_name", None)
         if card_model and loaded and card_model != loaded:
             raise AdapterMismatchError(f"{folder} was trained on {card_model!r} but the model is {loaded!r}; "
@@ -117,8 +104,7 @@ def load_adapter(folder: str | Path, name: str | None = None, model=None) -> Exp
         if module not in expert.B:
             raise DataError(weights, f"{module} has lora_A but no lora_B")
         r = expert.A[module].shape[0]
-        r_cfg = _pattern_value(module, cfg.get("rank_pattern"), cfg.get("r", r))
-        alpha = _pattern_value(module, cfg.get("alpha_pattern"), cfg.get("lora_alpha", r_cfg))
+        alpha = alpha_of(cfg, module, r)
         expert.scale[module] = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
     if model is not None:
         check_fits(expert, model)

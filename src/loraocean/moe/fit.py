@@ -88,7 +88,7 @@ def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
               seed: int = 0, on_step=None) -> tuple:
     """(MoEModel, card): `fit` without writing the checkpoint."""
     m = get_method(method)
-    cfg = m.make_config(options)
+    cfg = m.make_config(options, n_experts=len(experts))
     p = get_preset(preset)
     model_name = getattr(model.config, "loraocean_name", None) or "unknown"
     spec = get_task(task)

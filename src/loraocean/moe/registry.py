@@ -13,12 +13,15 @@ weight search, picking the best), `aux_loss` (added to the LM loss while trainin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from types import UnionType
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from loraocean.errors import ConfigError, UnknownNameError
 
 ENTRY_POINT_GROUP = "loraocean.methods"
+MAX_SEED = 2**63 - 1  # results tables store seeds as SQLite integers (int64)
 
 
 @dataclass
@@ -31,14 +34,21 @@ class Method:
     aux_loss: Callable[..., Any] | None = None  # (model, cfg) -> tensor | None
     description: str = ""
 
-    def make_config(self, overrides: dict | None = None):
-        """The config dataclass with `overrides` applied (unknown keys name the known ones)."""
+    def make_config(self, overrides: dict | None = None, n_experts: int | None = None):
+        """The config dataclass with `overrides` applied (unknown keys name the known ones; the
+        dataclass checks types and ranges). With `n_experts`, a given `top_k` must not exceed it
+        (0 experts: the method's fresh `n_experts`)."""
         overrides = dict(overrides or {})
         known = {f.name for f in fields(self.config)}
         for key in overrides:
             if key not in known:
                 raise UnknownNameError(f"{self.name} option", key, known)
-        return self.config(**overrides)
+        cfg = self.config(**overrides)
+        if n_experts is not None and overrides.get("top_k") is not None:
+            n_experts = n_experts or getattr(cfg, "n_experts", 0)
+            check_config(cfg, "top_k", cfg.top_k <= n_experts,
+                         f"must be at most the number of experts ({n_experts})")
+        return cfg
 
 
 METHODS: dict[str, Method] = {}
@@ -90,6 +100,55 @@ def all_methods() -> dict[str, Method]:
     return dict(METHODS)
 
 
+class OptionError(ConfigError):
+    """A method option of the wrong type or out of range; `field` names it."""
+
+    def __init__(self, method_cfg, field: str, what: str):
+        module = type(method_cfg).__module__.rsplit(".", 1)[-1]
+        super().__init__(f"option {field} = {getattr(method_cfg, field)!r} of {module}: {what}")
+        self.field = field
+
+
 def check_config(cfg, field: str, ok: bool, what: str) -> None:
     if not ok:
-        raise ConfigError(f"{type(cfg).__name__}.{field} = {getattr(cfg, field)!r}: {what}")
+        raise OptionError(cfg, field, what)
+
+
+def _type_ok(value, hint) -> bool:
+    """`value` fits the annotation `hint` (int, float, bool, str, list[X], X | None)."""
+    if value is None:
+        return type(None) in get_args(hint)
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):
+        return any(_type_ok(value, h) for h in get_args(hint) if h is not type(None))
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, get_args(hint)[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint) -> str:
+    if get_origin(hint) in (Union, UnionType):
+        return " or ".join(_type_name(h) for h in get_args(hint))
+    if get_origin(hint) is list:
+        return f"a list of {_type_name(get_args(hint)[0])}"
+    names = {int: "an integer", float: "a finite number", bool: "true or false", str: "a text",
+             type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_types(cfg) -> None:
+    """Every field of a method config dataclass has the type its annotation says, and a `seed` is in
+    range (call it first in `__post_init__`). Integers are accepted for floats; YAML strings like
+    "1e38" are not numbers."""
+    for name, hint in get_type_hints(type(cfg)).items():
+        if not _type_ok(getattr(cfg, name), hint):
+            raise OptionError(cfg, name, f"must be {_type_name(hint)}")
+    if hasattr(cfg, "seed"):
+        check_config(cfg, "seed", 0 <= cfg.seed <= MAX_SEED, f"must be in 0..{MAX_SEED}")
+

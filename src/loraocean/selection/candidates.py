@@ -37,6 +37,10 @@ def candidates(root: str | Path, model_name: str, target: str, include_target: b
 
         own = {target} | same_data(target)
         mine = [e for e in mine if e.task not in own]
+    from loraocean.library import Library
+
+    for entry in mine:  # a damaged or edited adapter is refused, never ranked
+        Library.check(entry)
     return sorted(mine, key=lambda e: e.task)
 
 

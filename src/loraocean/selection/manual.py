@@ -28,15 +28,14 @@ def read_map(path: str | Path | None = None, known: set[str] | None = None) -> d
     offending entry for malformed YAML or task names outside `known` (default: the task catalog)."""
     import yaml
 
+    from loraocean import yamlio
+    from loraocean.artifacts import read_text
     from loraocean.tasks import CATALOG
 
     path = Path(path) if path is not None else SHIPPED
     known = set(CATALOG) if known is None else known
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise DataError(path, f"cannot read the relevance map ({err.strerror})",
-                        fix="pass an existing YAML file with --map") from None
+        root = yamlio.compose(read_text(path, fix="pass an existing UTF-8 YAML file with --map"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise DataError(path, f"not valid YAML ({getattr(err, 'problem', err)})",

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from loraocean import yamlio
+from loraocean.artifacts import read_text
 from loraocean.errors import ConfigError, LoraOceanError
 
 # Methods the study handles itself (no expert selection, no MoE fit).
@@ -41,6 +44,7 @@ REFERENCES = {
 }
 CONVENTIONS = ("lm-eval", "opencompass", "both")
 EXECUTORS = ("local", "ray")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 CAPS = ("max_train", "max_train_steps", "max_fit", "max_fit_steps", "max_eval")
 
 # Used only while the MoE / selection rooms are not importable (their registries are the truth).
@@ -192,10 +196,9 @@ def load_config(path: str | Path, *, quick: bool = False, overrides: dict | None
     if not path.is_file():
         raise ConfigError(f"study config {path} not found; give a YAML file or a study name "
                           "(lite, loralib, ci)")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data, node = yamlio.load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark else ""
@@ -371,6 +374,16 @@ def _method_config_fields(name: str) -> list[str] | None:
     return [f.name for f in dataclasses.fields(cfg_cls)]
 
 
+def _check_options(m: MethodSpec, i: int, k: int, where: _Where) -> None:
+    """The method's own config dataclass checks types and ranges; top_k must fit the k experts."""
+    from loraocean.moe.registry import OptionError, get_method
+
+    try:
+        get_method(m.name).make_config(m.config, n_experts=k)
+    except OptionError as err:
+        raise where.error(f"methods[{i}].config.{err.field}", str(err)) from None
+
+
 def _unknown(kind: str, name: str, known: list[str]) -> str:
     from loraocean.errors import UnknownNameError
 
@@ -406,6 +419,7 @@ def validate(cfg: StudyConfig, where: _Where) -> None:
                 if key not in fields:
                     raise where.error(f"methods[{i}].config.{key}",
                                       f"unknown option {key!r} of {m.name}; known: {', '.join(fields)}")
+        _check_options(m, i, cfg.selection.k, where)
     strategies = known_strategies()
     for group in ("strategies", "compare"):
         for i, s in enumerate(getattr(cfg.selection, group)):
@@ -441,6 +455,22 @@ def validate(cfg: StudyConfig, where: _Where) -> None:
             raise where.error(f"caps.{key}", "must be a positive integer or null (no cap)")
     if cfg.executor.kind not in EXECUTORS:
         raise where.error("executor.kind", _unknown("executor", cfg.executor.kind, list(EXECUTORS)))
+    _validate_values(cfg, where)
+
+
+def _validate_values(cfg: StudyConfig, where: _Where) -> None:
+    """Values that become folder names, table keys or method configs."""
+    from loraocean.library.presets import PRESETS
+    from loraocean.moe.registry import MAX_SEED
+
+    if not SAFE_NAME.fullmatch(cfg.name):
+        raise where.error("name", f"{cfg.name!r} becomes the run folder runs/<name>; use letters, digits, "
+                          "'.', '_' and '-' only (no '/', not starting with '.')")
+    if cfg.library.preset not in PRESETS:
+        raise where.error("library.preset", _unknown("library preset", cfg.library.preset, list(PRESETS)))
+    for path, seed in [("library.seed", cfg.library.seed)] + [(f"seeds[{i}]", s) for i, s in enumerate(cfg.seeds)]:
+        if not 0 <= seed <= MAX_SEED:
+            raise where.error(path, f"seed {seed} is out of range; use 0..{MAX_SEED}")
 
 
 def candidates_for(cfg: StudyConfig, target: str) -> list[str]:

@@ -15,7 +15,7 @@ from loraocean.study.config import StudyConfig, candidates_for
 
 KINDS = ("lora", "select", "fit", "eval")
 # Part of every key: bump it when what a stage writes changes, so old cached results are not reused.
-FORMAT = 1
+FORMAT = 2  # 2: library cards and MoE checkpoint cards carry an integrity record (card_version 2)
 
 
 @dataclass

@@ -12,6 +12,7 @@ written beside, then renamed), so a killed study never leaves a half-written tab
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from loraocean.errors import ConfigError, LoraOceanError
+from loraocean.artifacts import read_text
+from loraocean.errors import ConfigError, DataError, LoraOceanError
 
 DB_NAME = "results.sqlite"
 COLUMNS = {
@@ -33,19 +35,37 @@ COLUMNS = {
 KEY = ("model", "target", "method", "selection", "seed", "convention")
 
 
-def _load(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+def _load(path: Path, fix: str = "") -> dict | None:
+    """A JSON object file, None when absent; a damaged one is a DataError naming it."""
+    if not path.is_file():
         return None
+    fix = fix or f"remove {path.parent} and rerun `loraocean run` to redo that job"
+    try:
+        data = json.loads(read_text(path, fix=fix))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"damaged ({err.msg})", line=err.lineno, fix=fix) from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"damaged (a JSON {type(data).__name__}, not an object)", fix=fix)
+    return data
+
+
+STUDY_FIELDS = {"name": str, "config_hash": str, "config": dict, "versions": dict, "jobs": list}
 
 
 def study_file(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "study.json"
-    data = _load(path)
+    fix = "rerun `loraocean run CONFIG --run-dir DIR` to rewrite it (finished jobs are kept)"
+    data = _load(path, fix)
     if data is None:
         raise LoraOceanError(f"{run_dir} is not a study run folder (no study.json); "
                              "run `loraocean run CONFIG --run-dir DIR` first")
+    for key, kind in STUDY_FIELDS.items():
+        if not isinstance(data.get(key), kind):
+            raise DataError(path, "damaged (missing or wrong type)", field=key, fix=fix)
+    for i, job in enumerate(data["jobs"]):
+        if not (isinstance(job, dict) and isinstance(job.get("key"), str) and isinstance(job.get("kind"), str)
+                and isinstance(job.get("deps", []), list) and isinstance(job.get("rows", []), list)):
+            raise DataError(path, "damaged job entry", field=f"jobs[{i}]", fix=fix)
     return data
 
 
@@ -64,34 +84,58 @@ def rows_of(run_dir: Path, study: dict) -> tuple[list[dict], list[tuple]]:
         res = result(job["key"])
         if res is None:
             continue
-        fit_key = next((d for d in job["deps"] if jobs[d]["kind"] == "fit"), None)
-        fit = result(fit_key)
-        select_key = next((d for d in jobs[fit_key]["deps"] if jobs[d]["kind"] == "select"), None) \
-            if fit_key else None
-        sel = result(select_key)
-        lora_secs = sum((result(d) or {}).get("seconds", 0.0) for d in
-                        (jobs[select_key]["deps"] if select_key else job["deps"]))
-        experts = (sel or {}).get("experts") or res.get("experts") or []
-        for score in res.get("scores", []):
-            for identity in job["rows"]:
-                rows.append({
-                    **identity, "convention": score["convention"], "metric": score["metric"],
-                    "value": score["value"], "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
-                    "n": score.get("n"), "majority_rate": score.get("majority_rate"),
-                    "experts": json.dumps(experts), "eval_seconds": res.get("seconds"),
-                    "fit_seconds": (fit or {}).get("seconds"), "select_seconds": (sel or {}).get("seconds"),
-                    "lora_seconds": round(lora_secs, 3), "adapters": json.dumps(res.get("adapters", [])),
-                    "eval_key": job["key"], "fit_key": fit_key, "select_key": select_key,
-                    "config_hash": study["config_hash"], "versions": json.dumps(study["versions"]),
-                    "created": res.get("created", ""),
-                })
-        pred_file = run_dir / "jobs" / f"eval-{job['key']}" / "predictions.jsonl"
-        if pred_file.is_file():
-            for line in pred_file.read_text(encoding="utf-8").splitlines():
-                p = json.loads(line)
-                preds.append((job["key"], p["convention"], p["id"], int(bool(p["correct"])),
-                               str(p.get("prediction", ""))))
+        try:
+            rows += _rows(job, jobs, res, result, study)
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            folder = run_dir / "jobs" / f"eval-{job['key']}"
+            raise DataError(folder / "result.json", f"damaged ({type(err).__name__}: {err}), or a job it "
+                            "depends on is", fix=f"remove {folder} and rerun `loraocean run` to redo it") from None
+        preds += _predictions(run_dir / "jobs" / f"eval-{job['key']}" / "predictions.jsonl", job["key"])
     return rows, preds
+
+
+def _rows(job: dict, jobs: dict, res: dict, result, study: dict) -> list[dict]:
+    """The results rows of one finished eval job."""
+    rows = []
+    fit_key = next((d for d in job["deps"] if jobs[d]["kind"] == "fit"), None)
+    fit = result(fit_key)
+    select_key = next((d for d in jobs[fit_key]["deps"] if jobs[d]["kind"] == "select"), None) \
+        if fit_key else None
+    sel = result(select_key)
+    lora_secs = sum((result(d) or {}).get("seconds", 0.0) for d in
+                    (jobs[select_key]["deps"] if select_key else job["deps"]))
+    experts = (sel or {}).get("experts") or res.get("experts") or []
+    for score in res.get("scores", []):
+        for identity in job["rows"]:
+            rows.append({
+                **identity, "convention": score["convention"], "metric": score["metric"],
+                "value": score["value"], "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
+                "n": score.get("n"), "majority_rate": score.get("majority_rate"),
+                "experts": json.dumps(experts), "eval_seconds": res.get("seconds"),
+                "fit_seconds": (fit or {}).get("seconds"), "select_seconds": (sel or {}).get("seconds"),
+                "lora_seconds": round(lora_secs, 3), "adapters": json.dumps(res.get("adapters", [])),
+                "eval_key": job["key"], "fit_key": fit_key, "select_key": select_key,
+                "config_hash": study["config_hash"], "versions": json.dumps(study["versions"]),
+                "created": res.get("created", ""),
+            })
+    return rows
+
+
+def _predictions(path: Path, key: str) -> list[tuple]:
+    if not path.is_file():
+        return []
+    fix = f"remove {path.parent} and rerun `loraocean run` to redo that evaluation"
+    out = []
+    for n, line in enumerate(read_text(path, fix=fix).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            p = json.loads(line)
+            out.append((key, str(p["convention"]), str(p["id"]), int(bool(p["correct"])),
+                        str(p.get("prediction", ""))))
+        except (json.JSONDecodeError, TypeError, KeyError) as err:
+            raise DataError(path, f"damaged prediction ({type(err).__name__}: {err})", line=n, fix=fix) from None
+    return out
 
 
 def collect(run_dir: str | Path) -> Path:
@@ -148,21 +192,26 @@ def parse_where(clauses: list[str]) -> tuple[str, list]:
 
 def query(run_dir: str | Path, where: list[str] | None = None):
     """The results table (a pandas DataFrame), optionally filtered."""
-    import pandas as pd
-
     path = Path(run_dir) / DB_NAME
     if not path.is_file():
         study_file(run_dir)  # a clear error when this is not a run folder at all
         collect(run_dir)
     cond, params = parse_where(where or [])
-    with sqlite3.connect(path) as con:
-        return pd.read_sql_query(f"SELECT * FROM results WHERE {cond} ORDER BY {', '.join(KEY)}",
-                                 con, params=params)
+    return _read_sql(path, f"SELECT * FROM results WHERE {cond} ORDER BY {', '.join(KEY)}", params)
+
+
+def _read_sql(path: Path, sql: str, params=()):
+    import pandas as pd
+
+    try:
+        with contextlib.closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as con:
+            return pd.read_sql_query(sql, con, params=params)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as err:
+        raise DataError(path, f"damaged results table ({str(err).splitlines()[0]})",
+                        fix=f"delete it; `loraocean results {path.parent}` rebuilds it from the job "
+                            "folders") from None
 
 
 def predictions(run_dir: str | Path):
     """Per-example correctness of every evaluation (DataFrame)."""
-    import pandas as pd
-
-    with sqlite3.connect(Path(run_dir) / DB_NAME) as con:
-        return pd.read_sql_query("SELECT * FROM predictions", con)
+    return _read_sql(Path(run_dir) / DB_NAME, "SELECT * FROM predictions")

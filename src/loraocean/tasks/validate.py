@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loraocean.artifacts import read_text
 from loraocean.errors import DataError
 from loraocean.tasks.example import SPLITS, Example
 
@@ -68,21 +69,20 @@ def read_jsonl(path: str | Path) -> list[Example]:
     """Unified examples from a JSONL file, every line checked; duplicate ids are an error."""
     path = Path(path)
     out, seen = [], {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(path, f"malformed JSON ({err.msg} at column {err.colno})",
-                                line=n) from None
-            ex = example_from_row(row, path, n)
-            if ex.id in seen:
-                raise DataError(path, f"duplicate id {ex.id!r} (first on line {seen[ex.id]})",
-                                line=n, field="id")
-            seen[ex.id] = n
-            out.append(ex)
+    for n, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"malformed JSON ({err.msg} at column {err.colno})",
+                            line=n) from None
+        ex = example_from_row(row, path, n)
+        if ex.id in seen:
+            raise DataError(path, f"duplicate id {ex.id!r} (first on line {seen[ex.id]})",
+                            line=n, field="id")
+        seen[ex.id] = n
+        out.append(ex)
     return out
 
 

@@ -17,13 +17,18 @@ from torch import nn
 from loraocean.errors import ConfigError
 from loraocean.moe.layer import inject
 from loraocean.moe.model import MoEModel, freeze_base
-from loraocean.moe.registry import register_method
+from loraocean.moe.registry import check_config, check_types, register_method
 
 
 @dataclass
 class Config:
     top_k: int = 3
     temperature: float = 1.0
+
+    def __post_init__(self):
+        check_types(self)
+        check_config(self, "top_k", self.top_k >= 1, "must be at least 1")
+        check_config(self, "temperature", self.temperature > 0, "must be positive")
 
 
 def prototype(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from loraocean.errors import ConfigError
 from loraocean.moe.layer import FixedGates, inject
 from loraocean.moe.model import MoEModel, freeze_base
-from loraocean.moe.registry import register_method
+from loraocean.moe.registry import check_config, check_types, register_method
 
 
 def fixed(base, experts, weights, method: str, cfg) -> MoEModel:
@@ -51,6 +51,11 @@ def build_uniform(base, experts, cfg) -> MoEModel:
 class SingleConfig:
     dev_limit: int = 100  # dev examples used to rank the experts
     batch_size: int = 16
+
+    def __post_init__(self):
+        check_types(self)
+        check_config(self, "dev_limit", self.dev_limit >= 1, "must be at least 1")
+        check_config(self, "batch_size", self.batch_size >= 1, "must be at least 1")
 
 
 def pick_best(base, tokenizer, experts, cfg: SingleConfig, ctx):

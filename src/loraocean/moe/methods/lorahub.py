@@ -14,7 +14,7 @@ from loraocean.batching import encode, pad_batch
 from loraocean.errors import ConfigError, MissingPackageError
 from loraocean.moe.experts import Expert
 from loraocean.moe.methods.baselines import fixed
-from loraocean.moe.registry import register_method
+from loraocean.moe.registry import check_config, check_types, register_method
 
 
 @dataclass
@@ -24,6 +24,13 @@ class Config:
     l1: float = 0.05
     n_shots: int = 5
     seed: int = 0
+
+    def __post_init__(self):
+        check_types(self)
+        check_config(self, "budget", self.budget >= 1, "must be at least 1")
+        check_config(self, "bound", self.bound > 0, "must be positive")
+        check_config(self, "l1", self.l1 >= 0, "must be at least 0")
+        check_config(self, "n_shots", self.n_shots >= 1, "must be at least 1")
 
 
 def combine(experts: list[Expert], w) -> Expert:

@@ -28,7 +28,7 @@ from loraocean import models
 from loraocean.moe.experts import fresh_expert
 from loraocean.moe.layer import SoftmaxRouter, inject
 from loraocean.moe.model import MoEModel, freeze_base
-from loraocean.moe.registry import register_method
+from loraocean.moe.registry import check_config, check_types, register_method
 
 
 @dataclass
@@ -41,6 +41,15 @@ class Config:
     delta: float = 0.1          # LBC importance margin (paper value unverified)
     train_experts: bool = True  # False: routers only
     seed: int = 0
+
+    def __post_init__(self):
+        check_types(self)
+        check_config(self, "n_experts", self.n_experts >= 1, "must be at least 1")
+        check_config(self, "r", self.r >= 1, "must be at least 1")
+        check_config(self, "alpha", self.alpha > 0, "must be positive")
+        check_config(self, "dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
+        check_config(self, "beta", self.beta >= 0, "must be at least 0")
+        check_config(self, "delta", 0 <= self.delta < 1, "must be in [0, 1)")
 
 
 def lbc_loss(gates: torch.Tensor, task_type: torch.Tensor | None, mask: torch.Tensor | None,

@@ -16,7 +16,7 @@ import torch
 from loraocean.errors import ConfigError
 from loraocean.moe.experts import Expert
 from loraocean.moe.methods.baselines import fixed
-from loraocean.moe.registry import register_method
+from loraocean.moe.registry import check_config, check_types, register_method
 
 COMBINATIONS = ("cat", "linear", "ties", "dare_ties", "svd")
 
@@ -28,6 +28,13 @@ class Config:
     svd_rank: int | None = None         # svd; default: the largest expert rank
     majority_sign_method: str = "total"
     seed: int = 0                       # dare_ties drops at random
+
+    def __post_init__(self):
+        check_types(self)
+        check_config(self, "density", 0 < self.density <= 1, "must be in (0, 1]")
+        check_config(self, "svd_rank", self.svd_rank is None or self.svd_rank >= 1, "must be at least 1")
+        check_config(self, "majority_sign_method", self.majority_sign_method in ("total", "frequency"),
+                     "must be total or frequency")
 
 
 def peft_merge(base, experts: list[Expert], combination: str, cfg: Config) -> Expert:

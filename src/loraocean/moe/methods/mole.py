@@ -20,7 +20,7 @@ from torch import nn
 from loraocean.errors import ConfigError
 from loraocean.moe.layer import inject
 from loraocean.moe.model import MoEModel, freeze_base
-from loraocean.moe.registry import register_method
+from loraocean.moe.registry import check_config, check_types, register_method
 
 
 @dataclass
@@ -28,6 +28,11 @@ class Config:
     temperature: float = 1.0
     balance_coef: float = 0.01
     seed: int = 0
+
+    def __post_init__(self):
+        check_types(self)
+        check_config(self, "temperature", self.temperature > 0, "must be positive")
+        check_config(self, "balance_coef", self.balance_coef >= 0, "must be at least 0")
 
 
 class OutputGate(nn.Module):

@@ -18,7 +18,7 @@ import torch
 from loraocean.errors import ConfigError
 from loraocean.moe.layer import SoftmaxRouter, inject
 from loraocean.moe.model import MoEModel, freeze_base
-from loraocean.moe.registry import register_method
+from loraocean.moe.registry import check_config, check_types, register_method
 
 
 @dataclass
@@ -28,6 +28,10 @@ class Config:
     keep_scaling: bool = True       # see the module docstring
     targets: list[str] | None = None  # leaf names to adapt; None: every module the experts adapt
     seed: int = 0
+
+    def __post_init__(self):
+        check_types(self)
+        check_config(self, "top_k", self.top_k >= 1, "must be at least 1")
 
 
 @register_method("rocket", Config, trains=True)

@@ -23,7 +23,7 @@ from loraocean.errors import ConfigError
 from loraocean.moe.layer import inject
 from loraocean.models.calling import cache_kwargs, takes_logits_to_keep
 from loraocean.moe.model import MoEModel, freeze_base
-from loraocean.moe.registry import register_method
+from loraocean.moe.registry import check_config, check_types, register_method
 
 
 @dataclass
@@ -40,12 +40,18 @@ class Config:
     global_scaling_weight: float = 1.0
     seed: int = 0
 
+    def __post_init__(self):
+        check_types(self)
+        check_config(self, "depth", self.depth >= 1, "must be at least 1")
+        check_config(self, "hidden", self.hidden >= 1, "must be at least 1")
+        check_config(self, "dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
+        check_config(self, "temperature", self.temperature > 0, "must be positive")
+        check_config(self, "top_k", self.top_k is None or self.top_k >= 1, "must be at least 1 or null")
+
 
 def classifier(d_model: int, n_experts: int, n_layers: int, cfg: Config) -> nn.Sequential:
     """Same layout as PEFT's XLoraClassifier.layers, so weights can be exchanged."""
     out = n_experts * n_layers if cfg.layerwise else n_experts
-    if cfg.depth < 1:
-        raise ConfigError(f"xlora depth must be at least 1 (got {cfg.depth})")
     if cfg.depth == 1:
         return nn.Sequential(nn.Linear(d_model, out))
     parts: list[nn.Module] = [nn.Linear(d_model, cfg.hidden), nn.ReLU()]

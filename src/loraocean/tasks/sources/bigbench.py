@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from loraocean.artifacts import read_text
 from loraocean.errors import DataError, LoraOceanError
 from loraocean.paths import home
 from loraocean.tasks.example import Example
@@ -64,12 +65,29 @@ def list_tasks(root: str | Path) -> list[tuple[str, Path]]:
 
 
 def _load_json(path: Path) -> dict:
+    """The task file's top-level object (a DataError for unreadable, non-UTF-8 or non-object files)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno,
                         fix="repair the file or re-fetch it") from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"the top level is a JSON {type(data).__name__}, not an object",
+                        fix="a BIG-bench task.json is an object with an 'examples' list")
+    for key, kind, what in (("task_prefix", str, "a text"), ("append_choices_to_input", bool, "true or false"),
+                            ("examples", list, "a list of objects")):
+        if key in data and data[key] is not None and not isinstance(data[key], kind):
+            raise DataError(path, f"must be {what} (got {type(data[key]).__name__})", field=key)
+    return data
+
+
+def _examples(data: dict) -> list:
+    return data.get("examples") or []
+
+
+def _mode(examples: list) -> str:
+    first = examples[0] if examples else {}
+    return "choice" if isinstance(first, dict) and "target_scores" in first else "generate"
 
 
 def convert(data: dict, task: str, path: Path | str = "<task.json>") -> list[Example]:
@@ -89,7 +107,11 @@ def convert(data: dict, task: str, path: Path | str = "<task.json>") -> list[Exa
                 raise DataError(path, f"example {i} has empty or non-object target_scores",
                                 field=f"{where}.target_scores")
             choices = [str(c) for c in scores]
-            values = [float(v) for v in scores.values()]
+            values = list(scores.values())
+            for choice, v in zip(choices, values):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise DataError(path, f"example {i}: the score of {choice!r} is {v!r}, not a number",
+                                    field=f"{where}.target_scores")
             label = values.index(max(values))
             text = row["input"]
             if append:
@@ -99,7 +121,7 @@ def convert(data: dict, task: str, path: Path | str = "<task.json>") -> list[Exa
         else:
             target = row.get("target")
             targets = [target] if isinstance(target, str) else target
-            if not targets or not all(isinstance(t, str) for t in targets):
+            if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
                 raise DataError(path, f"example {i} has neither target_scores nor a text target",
                                 field=f"{where}.target")
             out.append(Example(id=f"{task}-{i:05d}", task=task, instruction=instruction,
@@ -111,16 +133,14 @@ def convert(data: dict, task: str, path: Path | str = "<task.json>") -> list[Exa
 def describe(path: Path) -> tuple[int, str]:
     """(number of examples, mode) of a task.json; a parent of subtasks has 0 examples."""
     data = _load_json(Path(path))
-    examples = data.get("examples") or []
+    examples = _examples(data)
     if not examples:
         return 0, "subtasks" if data.get("subtasks") or list(Path(path).parent.glob("*/task.json")) else "-"
-    return len(examples), "choice" if "target_scores" in examples[0] else "generate"
+    return len(examples), _mode(examples)
 
 
 def mode_of(ref: str) -> str:
-    data = _load_json(locate(ref))
-    ex = (data.get("examples") or [{}])[0]
-    return "choice" if "target_scores" in ex else "generate"
+    return _mode(_examples(_load_json(locate(ref))))
 
 
 @reader("bigbench")

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from loraocean.artifacts import read_text
 from loraocean.errors import DataError, LoraOceanError
 from loraocean.tasks.converters import CONVERTERS, RowError
 from loraocean.tasks.example import Example, TaskSpec
@@ -62,11 +63,18 @@ def read_file_rows(path: Path) -> list[dict]:
     path = Path(path)
     if path.suffix == ".parquet":
         import datasets
+        import pyarrow
+        import pyarrow.parquet
 
-        with tempfile.TemporaryDirectory() as cache:
-            return datasets.load_dataset("parquet", data_files=[str(path)], split="train",
-                                         cache_dir=cache).to_list()
-    text = path.read_text(encoding="utf-8")
+        try:
+            pyarrow.parquet.ParquetFile(path).close()  # the footer, before datasets logs its own error
+            with tempfile.TemporaryDirectory() as cache:
+                return datasets.load_dataset("parquet", data_files=[str(path)], split="train",
+                                             cache_dir=cache).to_list()
+        except (pyarrow.ArrowException, datasets.exceptions.DatasetGenerationError) as err:
+            raise DataError(path, f"not a readable Parquet file ({str(err).splitlines()[0]})",
+                            fix="re-download it or give the data as JSON Lines") from None
+    text = read_text(path)
     if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
