@@ -143,7 +143,12 @@ def test_import_checks_fit_and_export_writes_model_card(small_lib, tmp_path, tin
     # an exported folder (PEFT files + card) adds to another library as is
     other = Library(tmp_path / "lib2")
     other.add(out)
-    assert other.get("tiny-llama", TASKS[0]).card == small_lib.get("tiny-llama", TASKS[0]).card
+    record = ("files", "card_sha256")  # the exported config is the portable one: its own record
+    added, kept = other.get("tiny-llama", TASKS[0]).card, small_lib.get("tiny-llama", TASKS[0]).card
+    assert {k: v for k, v in added.items() if k not in record} == \
+        {k: v for k, v in kept.items() if k not in record}
+    assert added["files"]["adapter_config.json"]["sha256"] == sha256_file(out / "adapter_config.json")
+    assert other.verify().clean
     assert other.verify().clean
     with pytest.raises(LoraOceanError, match="already exists"):
         other.add(out)

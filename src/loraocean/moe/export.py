@@ -23,7 +23,7 @@ import torch
 from loraocean.artifacts import atomic_dir
 from loraocean.errors import LoraOceanError
 from loraocean.models import hub_id
-from loraocean.moe.checkpoint import WEIGHTS, read_config
+from loraocean.moe.checkpoint import WEIGHTS, check, read_config
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
@@ -131,6 +131,7 @@ def export_peft(checkpoint: str | Path, out: str | Path, overwrite: bool = False
 
     checkpoint = Path(checkpoint)
     config = read_config(checkpoint)
+    check(checkpoint)  # its files are what its card recorded
     state = load_file(str(checkpoint / WEIGHTS))
     xlora = config["method"] == "xlora"
     lora = None if xlora else single_lora(config, state)  # raises before anything is written
