@@ -54,6 +54,7 @@ def _worker(inbox, outbox, env: dict) -> None:
     import torch
 
     torch.set_num_threads(int(env.get("LORAOCEAN_THREADS", "1")))
+    outbox.put(Outcome(name=""))  # ready: imports done
     while (work := inbox.get()) is not None:
         outbox.put(perform(work))
 
@@ -80,6 +81,8 @@ class Pool:
         self.model: dict[int, str | None] = {}
         for i in range(workers):
             self._spawn(i)
+        for _ in range(workers):  # every worker up before the first job is timed
+            self.outbox.get(timeout=600)
 
     def _spawn(self, i: int) -> None:
         self.inboxes[i] = self.ctx.Queue()
@@ -113,6 +116,8 @@ class Pool:
                         return Outcome(work.name, error=f"worker process died (exit code {code}) "
                                                         "while running it")
                 continue
+            if not out.name:
+                continue  # a replacement worker is ready
             for i, work in list(self.busy.items()):
                 if work.name == out.name:
                     del self.busy[i]
