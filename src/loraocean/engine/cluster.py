@@ -32,6 +32,21 @@ def _ray():
     return ray
 
 
+def reachable(address: str) -> None:
+    """Fail in seconds, in one line, when nothing listens at `address` (Ray itself retries for
+    minutes); `auto` and addresses without a port are left to Ray."""
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ClusterError(f"no Ray cluster at --address {address} ({err.strerror or err}); start one "
+                           "with `ray start --head` and pass the address it prints") from None
+
+
 def connect(address: str | None, workers: int) -> bool:
     """Join the cluster at `address`, or start a private local Ray with `workers` CPUs (never
     an unrelated cluster that happens to run on this machine). True when this call started it."""
@@ -40,16 +55,22 @@ def connect(address: str | None, workers: int) -> bool:
         return False
     try:
         if address:
+            reachable(address)
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(address="local", num_cpus=max(1, workers), include_dashboard=False,
                      log_to_driver=False)
+    except ClusterError:
+        raise
     except Exception as err:  # ConnectionError, auth and gRPC errors: one line for the user
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         where = f"the Ray cluster at {address}" if address else "a local Ray"
+        if "AuthenticationError" in type(err.__cause__).__name__ + type(err).__name__:
+            raise ClusterError(f"{where} requires token authentication: set RAY_AUTH_MODE=token "
+                               "and give the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN "
+                               "(`ray get-auth-token` on the head prints it)") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ClusterError(f"cannot start or join {where}: {first}; check --address (the head's "
-                           "`ray start --head` prints it) and, if the cluster needs a token, "
-                           "set RAY_AUTH_TOKEN") from None
+                           "`ray start --head` prints it)") from None
     return True
 
 

@@ -206,25 +206,30 @@ def run_study(cfg: StudyConfig, run_dir: str | Path, *, stages: dict[str, Stage]
         raise LoraOceanError(f"unknown executor {executor!r}; use local or ray")
     say = console.print if console is not None else (lambda msg: None)
     with folder.lock("`loraocean run`"):
-        if fetch:
-            ensure_data(cfg, say)
         jobs = expand(cfg)
         write_study_file(cfg, run_dir, jobs)
         clean_leftovers(cfg, run_dir)
         todo = [j for j in jobs if not is_done(run_dir, j)]
         summary = Summary(total=len(jobs), cached=len(jobs) - len(todo))
-        engine = make_executor("ray" if executor == "ray" else "pool", workers, affinity=affinity,
-                               address=address or cfg.executor.address, env=travelling_env())
-        gpus = num_gpus if num_gpus is not None else (cfg.executor.num_gpus or (1.0 if engine.gpus else 0.0))
-        items = work_items(cfg, run_dir, todo, stages, gpus, num_cpus)
+        if todo:  # the executor first: a cluster that cannot be reached fails before any download
+            engine = make_executor("ray" if executor == "ray" else "pool", workers, affinity=affinity,
+                                   address=address or cfg.executor.address, env=travelling_env())
+            try:
+                if fetch:
+                    ensure_data(cfg, say)
+                gpus = num_gpus if num_gpus is not None else (cfg.executor.num_gpus or float(engine.gpus > 0))
+                items = work_items(cfg, run_dir, todo, stages, gpus, num_cpus)
+            except BaseException:
+                engine.close()
+                raise
 
-        def on_outcome(work, out, progress) -> None:
-            state = "done" if out.error is None else f"FAILED: {out.error}"
-            say(f"{work.label}: {state} ({out.seconds:.1f} s) | {progress.line()}")
+            def on_outcome(work, out, progress) -> None:
+                state = "done" if out.error is None else f"FAILED: {out.error}"
+                say(f"{work.label}: {state} ({out.seconds:.1f} s) | {progress.line()}")
 
-        report = execute(items, engine, folder, waves=KINDS if waves else None, on_outcome=on_outcome)
-        summary.ran, summary.failed, summary.skipped = len(report.ran), report.failed, report.skipped
-        summary.seconds, summary.loads = report.seconds, report.loads
+            report = execute(items, engine, folder, waves=KINDS if waves else None, on_outcome=on_outcome)
+            summary.ran, summary.failed, summary.skipped = len(report.ran), report.failed, report.skipped
+            summary.seconds, summary.loads = report.seconds, report.loads
         collect(run_dir)
     return summary
 
