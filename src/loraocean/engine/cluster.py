@@ -84,15 +84,18 @@ class RayExecutor:
         self.started = connect(address, workers)
         resources = self.ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
-        self.slots = max(1, int(resources.get("CPU", 1)))
+        self.slots = max(1, int(resources.get("CPU", 1)))  # for the ETA; Ray queues the rest
         self.env = env
         self.remote = self.ray.remote(max_retries=max_retries, retry_exceptions=False)(_run)
         self.refs: dict = {}
 
     def start(self, ready: list[Work]) -> Work | None:
-        if len(self.refs) >= self.slots or not ready:
+        if not ready:
             return None
         work = ready[0]
+        if work.resources.gpus and not self.gpus:
+            raise ClusterError(f"{work.label} asks for {work.resources.gpus} GPU but the Ray cluster "
+                               "has none; start its nodes with GPUs or pass --num-gpus 0")
         ref = self.remote.options(**work.resources.ray_options(),
                                   runtime_env={"env_vars": self.env}).remote(work)
         self.refs[ref] = work
