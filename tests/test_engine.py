@@ -166,3 +166,21 @@ def test_remove_stale_keeps_a_live_writer_and_removes_a_dead_one(tmp_path):
         proc.wait()
     assert remove_stale([tmp]) == [tmp] and not tmp.exists()
     assert not (tmp_path / "final").exists() and (tmp_path / "mine").is_dir()
+
+
+def test_no_cluster_at_the_address_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    cli = [sys.executable, "-c", "from loraocean.cli import main; main()"]
+    for args in (["run", "ci", "--executor", "ray", "--address", f"127.0.0.1:{port}",
+                  "--run-dir", str(tmp_path / "run"), "--no-report"],
+                 ["library", "build", "--models", "tiny-llama", "--tasks", "bb_snarks", "--preset", "smoke",
+                  "--root", str(tmp_path / "lib"), "--executor", "ray", "--address", f"127.0.0.1:{port}"]):
+        proc = subprocess.run(cli + args, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"no Ray cluster at --address 127.0.0.1:{port}" in lines[0], proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
