@@ -3,6 +3,7 @@ and two concurrent builds of one root sharing the work instead of clashing."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -40,9 +41,10 @@ def test_two_concurrent_builds_share_the_work(tmp_path):
              for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    summary = [next(line for line in out.splitlines() if " trained, " in line) for out in outs]
-    trained = sum(int(line.split(" trained")[0].split()[-1]) for line in summary)
-    skipped = sum(int(line.split(" skipped")[0].split()[-1]) for line in summary)
+    counts = [re.search(r"^(\d+) trained, (\d+) skipped, 0 stale, 0 failed", out, re.M) for out in outs]
+    assert all(counts), outs
+    trained = sum(int(m.group(1)) for m in counts)
+    skipped = sum(int(m.group(2)) for m in counts)
     assert (trained, skipped) == (2, 2), outs  # each pair trained once, found done by the other
     lib = Library(root)
     assert sorted(e.task for e in lib.list()) == ["bb_implicatures", "bb_sports_understanding"]

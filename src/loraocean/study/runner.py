@@ -164,15 +164,14 @@ def shipped(cfg: StudyConfig) -> StudyConfig:
     return dataclasses.replace(cfg, library=dataclasses.replace(cfg.library, root=root))
 
 
-def work_items(cfg: StudyConfig, run_dir: Path, jobs: list[Job], stages: dict[str, Stage],
+def work_items(cfg: StudyConfig, run_dir: Path, todo: list[Job], jobs: list[Job], stages: dict[str, Stage],
                gpus: float = 0.0, cpus: float | None = None) -> list[Work]:
-    """One engine item per job (`jobs`: those to run; their dependencies may be cached)."""
-    by_key = {j.key: j for j in expand(cfg)}
-    by_key.update({j.key: j for j in jobs})
+    """One engine item per job to run (`todo`, out of all the study's `jobs`)."""
+    by_key = {j.key: j for j in jobs}
     cfg, refs = shipped(cfg), task_refs(cfg)
     cpus = cfg.executor.num_cpus if cpus is None else cpus
     items = []
-    for job in jobs:
+    for job in todo:
         ctx = Context(cfg=cfg, run_dir=run_dir, jobs={k: by_key[k] for k in job.deps}, refs=refs)
         items.append(Work(name=job.name, kind=job.kind, label=job.label, fn=run_one, args=(job, ctx, stages),
                           deps=tuple(by_key[d].name for d in job.deps), model=job.inputs.get("model"),
@@ -218,7 +217,7 @@ def run_study(cfg: StudyConfig, run_dir: str | Path, *, stages: dict[str, Stage]
                 if fetch:
                     ensure_data(cfg, say)
                 gpus = num_gpus if num_gpus is not None else (cfg.executor.num_gpus or float(engine.gpus > 0))
-                items = work_items(cfg, run_dir, todo, stages, gpus, num_cpus)
+                items = work_items(cfg, run_dir, todo, jobs, stages, gpus, num_cpus)
             except BaseException:
                 engine.close()
                 raise
