@@ -74,7 +74,7 @@ def main() -> None:
     jobs = expand(cfg)
     scale = args.seconds / sum(estimate_seconds(j, cfg) for j in jobs)
     os.environ["LORAOCEAN_BENCH_SCALE"] = str(scale)  # LORAOCEAN_* travels to the workers
-    os.environ["LORAOCEAN_CACHE_GB"] = str(600 / 2**30)  # room for one stand-in model per worker
+    os.environ["LORAOCEAN_CACHE_GB"] = str(400 / 2**30)  # room for one stand-in model (288 bytes) per worker
     print(f"lite study x 2 base models: {len(jobs)} jobs, {args.seconds:.0f} s of stand-in work in "
           f"total, {args.workers} worker processes")
     print(f"{'schedule':12s} {'affinity':9s} {'wall s':>7s} {'loads':>6s}")
