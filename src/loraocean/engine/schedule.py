@@ -48,20 +48,18 @@ class Progress:
         speed = self.actual / self.estimated if self.estimated > 0 else 1.0
         return left * speed / self.slots
 
-    def text(self) -> str:
-        kinds = dict.fromkeys(w.kind for w in self.works.values())
-        lines = []
-        for kind in kinds:
-            counts = {s: sum(1 for n, st in self.state.items() if st == s and self.works[n].kind == kind)
-                      for s in self.STATES}
-            lines.append(f"{kind:8s} " + "  ".join(f"{s} {counts[s]}" for s in self.STATES))
-        total = {s: sum(1 for st in self.state.values() if st == s) for s in self.STATES}
-        lines.append(f"all      " + "  ".join(f"{s} {total[s]}" for s in self.STATES) +
-                     f"  elapsed {time.time() - self.start:.0f} s  ETA {self.eta():.0f} s")
-        return "\n".join(lines) + "\n"
+    def counts(self, kind: str | None = None) -> str:
+        states = [st for n, st in self.state.items() if kind is None or self.works[n].kind == kind]
+        return "  ".join(f"{s} {states.count(s)}" for s in self.STATES)
 
     def line(self) -> str:
-        return self.text().splitlines()[-1].replace("all      ", "")
+        """All items: counts, elapsed time and ETA (what the terminal shows after each job)."""
+        return f"{self.counts()}  elapsed {time.time() - self.start:.0f} s  ETA {self.eta():.0f} s"
+
+    def text(self) -> str:
+        """The progress file: one line per kind, then `all`."""
+        kinds = dict.fromkeys(w.kind for w in self.works.values())
+        return "".join(f"{kind:8s} {self.counts(kind)}\n" for kind in kinds) + f"all      {self.line()}\n"
 
 
 def check_artifact(work: Work) -> str | None:
