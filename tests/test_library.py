@@ -211,6 +211,16 @@ def test_build_skips_finished_and_a_nan_pair_fails_alone(tmp_path):
     again = build(root, ["tiny-llama"], TASKS[:2], "smoke")
     assert [r.status for r in again] == ["skipped", "skipped"]
     assert {e.task: e.card["weights_sha256"] for e in Library(root).list()} == shas
+    # a damaged entry (one weight byte flipped) is retrained, never skipped
+    weights = Library(root).path("tiny-llama", TASKS[1]) / WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    assert not Library(root).verify().clean
+    again = build(root, ["tiny-llama"], TASKS[:2], "smoke")
+    assert [r.status for r in again] == ["skipped", "trained"]
+    assert Library(root).verify().clean
+    assert {e.task: e.card["weights_sha256"] for e in Library(root).list()} == shas  # same seed, same bytes
     # another preset makes the pairs stale: skipped unless asked, retrained when asked
     other = SMOKE.replace(lr=2e-3)
     assert [r.status for r in build(root, ["tiny-llama"], TASKS[:1], other)] == ["stale"]

@@ -197,3 +197,35 @@ def test_one_run_per_folder(tmp_path):
     with run_lock(run_dir):
         with pytest.raises(LoraOceanError, match="another `loraocean run` is using"):
             run_study(load_config(write(tmp_path)), run_dir, stages=standins.STAGES, fetch=False)
+
+
+def test_a_damaged_result_is_redone_not_trusted(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = load_config(write(tmp_path, SMALL))
+    run_study(cfg, run_dir, stages=standins.STAGES, fetch=False)
+    ev = next(j for j in expand(cfg) if j.kind == "eval" and j.inputs["method"] == "loramoe")
+    cols = ["model", "target", "method", "selection", "seed", "convention", "value", "n", "experts"]
+    good = query(run_dir)[cols]
+    (run_dir / "jobs" / ev.name / "result.json").write_text('{"scores": [')   # torn / corrupt
+    assert not is_done(run_dir, ev)
+    before = len(calls(run_dir))
+    summary = run_study(cfg, run_dir, stages=standins.STAGES, fetch=False)
+    assert summary.ran == 1 and calls(run_dir)[before:] == [f"eval {ev.key}"]
+    assert query(run_dir)[cols].equals(good)
+
+
+def test_stale_temp_folders_of_dead_writers_are_cleaned(tmp_path):
+    from loraocean.library import Library
+    from loraocean.study.runner import Context
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(write(tmp_path, SMALL))
+    lib_root = Context(cfg=cfg, run_dir=run_dir, jobs={}).library_root("tiny-llama")
+    dead = [lib_root / "tiny-llama" / ".tmp-bb_snarks-x1", run_dir / "jobs" / ".tmp-lora-abc-x2"]
+    for d in dead:  # what a writer killed mid-write leaves (nobody holds their lock)
+        d.mkdir(parents=True)
+        (d / "adapter_model.safetensors").write_bytes(b"half")
+    assert Library(lib_root).verify().leftovers
+    run_study(cfg, run_dir, stages=standins.STAGES, fetch=False)
+    assert not any(d.exists() for d in dead)
+    assert not Library(lib_root).verify().leftovers

@@ -71,13 +71,15 @@ def _fsync_tree(root: Path) -> None:
 def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder; on success it is fsynced and renamed to `final`.
 
-    On any exception (or a kill) the temporary folder is left behind under a hidden `.tmp-` name,
-    never at `final`. With `overwrite`, an existing `final` is replaced (old copy removed after the
-    new one is in place).
+    On any exception the temporary folder is removed; after a kill it is left behind under a hidden
+    `.tmp-` name, never at `final`. The writer holds an exclusive lock on the temporary folder while
+    it writes, so `remove_stale` can tell a dead writer's leftovers from a live writer's work. With
+    `overwrite`, an existing `final` is replaced (old copy removed after the new one is in place).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    held = _lock_dir(tmp)
     try:
         yield tmp
         _fsync_tree(tmp)
@@ -94,6 +96,60 @@ def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(held)
+
+
+def _lock_dir(path: Path) -> int:
+    """An open descriptor of `path` holding an exclusive lock (released when the process dies)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_stale(paths) -> list[Path]:
+    """Remove the temporary folders (of `atomic_dir`, or `.old-` copies) whose writer is dead.
+
+    A folder whose lock another process holds belongs to a live writer and is kept; an `.old-`
+    copy is removed only when its owner's pid (in its name) is not a live process on this host.
+    """
+    import fcntl
+
+    gone = []
+    for path in map(Path, paths):
+        if path.name.startswith(".old-"):
+            pid = path.name.rpartition("-")[2]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile (its writer finished)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live writer
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+        finally:
+            os.close(fd)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

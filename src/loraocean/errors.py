@@ -67,3 +67,7 @@ class TrainingError(LoraOceanError):
 
 class IntegrityError(LoraOceanError):
     """A stored artifact whose checksum does not match its card."""
+
+
+class ClusterError(LoraOceanError):
+    """A Ray cluster that cannot be reached or used (address, authentication, resources)."""

@@ -158,8 +158,12 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
           seed: int = typer.Option(0, help="Seed of every pair."),
           limit: int = typer.Option(None, help="At most this many training examples per task."),
           executor: str = typer.Option("local", help="local (process pool; 1 worker: in-process) or ray."),
-          workers: int = typer.Option(1, help="Parallel pairs (local processes, or CPUs of a local Ray)."),
-          address: str = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
+          workers: int = typer.Option(1, help="Parallel pairs: local worker processes (one per GPU when "
+                                      "there are GPUs), or the CPUs of a private local Ray."),
+          address: str = typer.Option(None, help="Ray cluster address, e.g. 10.0.0.1:6379 (default: start "
+                                      "a private local Ray)."),
+          num_gpus: float = typer.Option(None, "--num-gpus", help="GPUs per pair (a fraction shares a "
+                                         "GPU); default 1 when the executor sees GPUs, else 0."),
           retrain_stale: bool = typer.Option(False, help="Retrain pairs whose preset or data changed."),
           eval_: bool = typer.Option(False, "--eval", help="Evaluate each adapter on its task's test split."),
           eval_limit: int = typer.Option(200, help="Test examples per pair with --eval."),
@@ -196,7 +200,7 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
 
         results = run_build(root, _split(models), _split(tasks), preset, seed=seed, limit=limit,
                             executor=executor, workers=workers, address=address,
-                            retrain_stale=retrain_stale, on_plan=on_plan, on_result=on_result,
+                            num_gpus=num_gpus, retrain_stale=retrain_stale, on_plan=on_plan, on_result=on_result,
                             on_step=on_step)
     if eval_:
         _evaluate(Library(root), results, eval_limit, console)

@@ -26,8 +26,18 @@ def run(
                                  "estimated cost; run nothing."),
     quick: bool = typer.Option(False, "--quick", help="Apply the study's quick: section (a smaller "
                                "grid and caps; lite --quick takes a few minutes on 2 cores)."),
-    executor: Optional[str] = typer.Option(None, help="local (this process) or ray; default: the "
-                                           "study's executor.kind."),
+    executor: Optional[str] = typer.Option(None, help="local (this process, or --workers "
+                                           "processes) or ray; default: the study's executor.kind."),
+    workers: int = typer.Option(1, "--workers", help="Local worker processes (one per GPU when there "
+                                "are GPUs), or the CPUs of a private local Ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with "
+                                          "--executor ray), e.g. 10.0.0.1:6379; default: the study's "
+                                          "executor.address, else a private local Ray."),
+    num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="GPUs per training job "
+                                             "(scoring jobs take half); default: the study's "
+                                             "executor.num_gpus, or 1 when that is 0 and GPUs are seen."),
+    num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="CPUs per job on Ray; default: "
+                                             "the study's executor.num_cpus."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (cache, results, "
                                            "report). Default: runs/<study name>[-quick]."),
     model: Optional[str] = typer.Option(None, "--model", help="Replace the study's models with this "
@@ -51,6 +61,10 @@ def run(
 
         if executor not in EXECUTORS:
             raise UnknownNameError("executor", executor, EXECUTORS)
+    if workers < 1:
+        from loraocean.errors import ConfigError
+
+        raise ConfigError(f"--workers must be at least 1 (got {workers})")
     run_dir = run_dir or default_run_dir(cfg.name, quick)
     check_writable(run_dir, "--run-dir")
     jobs = plan(cfg, run_dir)
@@ -69,9 +83,11 @@ def run(
             by_kind[job.kind] = (n + 1, c + cached, s + (0 if cached else secs))
         console.print("; ".join(f"{k}: {n} jobs, {c} cached, ~{_minutes(s)}" for k, (n, c, s) in by_kind.items()))
         return
-    summary = run_study(cfg, run_dir, executor=executor, console=console)
+    summary = run_study(cfg, run_dir, executor=executor, workers=workers, address=address,
+                        num_gpus=num_gpus, num_cpus=num_cpus, console=console)
     console.print(f"done in {_minutes(summary.seconds)}: {summary.ran} ran, {summary.cached} cached, "
-                  f"{len(summary.failed)} failed, {len(summary.skipped)} skipped (a dependency failed)")
+                  f"{len(summary.failed)} failed, {len(summary.skipped)} skipped (a dependency failed); "
+                  f"{summary.loads} base model loads")
     for label, error in summary.failed.items():
         console.print(f"  [red]failed[/red] {label}: {error}")
     if report:

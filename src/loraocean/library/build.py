@@ -1,39 +1,39 @@
-"""Building a library: train every missing (model, task) pair, skip finished ones, on a local
-process pool or a Ray cluster.
+"""Building a library: every missing (model, task) pair becomes one job on the shared engine
+(`loraocean.engine`): in this process, a local process pool, or a Ray cluster.
 
-A pair is finished when its folder has a card with the same preset values and the same data hash.
-Every executor runs `run_pair`, which writes the adapter folder atomically straight into the
-library (on Ray: a shared filesystem), so a build killed at any moment can simply be run again.
-The manifest is re-derived from the cards by the driver.
+A pair is finished when its folder has a card with the same preset values, data hash and seed.
+Each job takes the pair's lock (`pair_lock`), looks again, and trains only when the pair is still
+missing, writing the adapter folder atomically into the library (on Ray: a shared filesystem). So
+two builds on one root share the work instead of clashing, and a build killed at any moment can
+simply be run again. The engine's records (failures, progress) live in `<root>/_build/`; the
+manifest is re-derived from the cards by the driver.
 """
 
 from __future__ import annotations
 
-import os
-import time
-import traceback
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from loraocean import models
-from loraocean.artifacts import write_text_atomic
-from loraocean.errors import ConfigError, LoraOceanError, MissingPackageError
+from loraocean.engine import CACHE, Resources, RunFolder, Work, execute
+from loraocean.errors import ConfigError, IntegrityError
 from loraocean.library.presets import Preset, get_preset
-from loraocean.library.store import FAILURES, Library
-from loraocean.library.train import train_examples, train_lora
-from loraocean.tasks import data_hash
+from loraocean.library.store import Library
+from loraocean.library.train import CARD, train_examples, train_lora
+from loraocean.tasks import data_hash, portable_ref
 
 EXECUTORS = ("local", "ray")
-# Environment a worker needs to find the same data and cache as the driver.
-_ENV = ("LORAOCEAN_HOME", "LORAOCEAN_BIGBENCH", "TOKENIZERS_PARALLELISM")
+BUILD = "_build"  # the engine's run folder inside a library root (hidden from the listing)
 
 
 @dataclass
 class Pair:
     model: str
-    task: str
-    action: str          # train, retrain, skip, stale (skipped although stale)
+    task: str            # the library's name for the task (its folder)
+    action: str          # train, retrain (stale when asked, or damaged), skip, stale (skipped although stale)
+    ref: str = ""        # the task reference to train from (portable: absolute paths)
 
 
 @dataclass
@@ -48,16 +48,38 @@ class PairResult:
     metrics: dict = field(default_factory=dict)
 
 
+def pair_name(model: str, task: str) -> str:
+    return f"{models.slug(model)}--{task}"
+
+
 def failure_log(root: Path, model: str, task: str) -> Path:
-    return Path(root) / FAILURES / f"{models.slug(model)}--{task}.log"
+    return RunFolder(Path(root) / BUILD).failure(pair_name(model, task))
 
 
-def failed(root: Path, model: str, task: str, err: Exception, seconds: float = 0.0) -> PairResult:
-    """Write the pair's failure log (traceback for unexpected errors) and its `failed` result."""
-    log = failure_log(root, model, task)
-    detail = "" if isinstance(err, LoraOceanError) else "".join(traceback.format_exception(err))
-    write_text_atomic(log, f"model: {model}\ntask: {task}\nerror: {type(err).__name__}: {err}\n\n{detail}")
-    return PairResult(model, task, "failed", seconds, error=f"{type(err).__name__}: {err} (log: {log})")
+@contextlib.contextmanager
+def pair_lock(root: str | Path, model: str, task: str):
+    """Exclusive right to write one pair of a library (waits for another writer to finish)."""
+    import fcntl
+
+    path = Path(root) / BUILD / "locks" / f"{pair_name(model, task)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _status(lib: Library, model: str, task: str, preset: Preset, seed: int, digest: str) -> str:
+    """missing, damaged (fails its integrity check), same (finished with these settings) or stale."""
+    entry = lib.find(model, task)
+    if entry is None:
+        return "missing"
+    try:
+        Library.check(entry)
+    except IntegrityError:
+        return "damaged"
+    same = (entry.card.get("preset") == preset.to_dict() and entry.card.get("data_hash") == digest
+            and entry.card.get("seed") == seed)
+    return "same" if same else "stale"
 
 
 def plan(lib: Library, model_names: list[str], tasks: list[str], preset: Preset, seed: int = 0,
@@ -65,147 +87,52 @@ def plan(lib: Library, model_names: list[str], tasks: list[str], preset: Preset,
     """What to do with each pair (no training here; loads only the task data to hash it)."""
     pairs = []
     for task in tasks:
-        spec, examples = train_examples(task, preset, seed, limit)
+        ref = portable_ref(task)
+        spec, examples = train_examples(ref, preset, seed, limit)
         digest = data_hash(examples)
         for model in model_names:
-            entry = lib.find(model, spec.name)
-            if entry is None:
-                pairs.append(Pair(model, spec.name, "train"))
-                continue
-            same = (entry.card.get("preset") == preset.to_dict()
-                    and entry.card.get("data_hash") == digest and entry.card.get("seed") == seed)
-            if same:
-                pairs.append(Pair(model, spec.name, "skip"))
-            else:
-                pairs.append(Pair(model, spec.name, "retrain" if retrain_stale else "stale"))
+            status = _status(lib, model, spec.name, preset, seed, digest)
+            action = {"missing": "train", "same": "skip", "damaged": "retrain"}.get(
+                status, "retrain" if retrain_stale else "stale")
+            pairs.append(Pair(model, spec.name, action, ref))
     return pairs
 
 
-def run_pair(root: str, model_name: str, task: str, preset: Preset, seed: int, limit: int | None,
-             overwrite: bool, model=None, tokenizer=None, on_step=None) -> PairResult:
-    """Train one pair into the library; any failure becomes a failure log and a `failed` result."""
+def run_pair(root: str, pair: Pair, preset: Preset, seed: int, limit: int | None,
+             on_step=None) -> PairResult:
+    """Train one pair into the library (a worker's job); an error propagates to the engine."""
     lib = Library(root)
-    log = failure_log(lib.root, model_name, task)
-    start = time.perf_counter()
-    try:
-        card = train_lora(model_name, task, preset, out=lib.path(model_name, task), seed=seed,
-                          limit=limit, model=model, tokenizer=tokenizer, on_step=on_step,
-                          overwrite=overwrite)
-    except Exception as err:  # one pair's failure must not stop the build
-        return failed(lib.root, model_name, task, err, time.perf_counter() - start)
-    log.unlink(missing_ok=True)
-    return PairResult(model_name, task, "trained", card["seconds"], card["train"]["loss_first"],
+    with pair_lock(root, pair.model, pair.task):
+        if pair.action == "train":  # another build may have trained it meanwhile
+            _, examples = train_examples(pair.ref, preset, seed, limit)
+            status = _status(lib, pair.model, pair.task, preset, seed, data_hash(examples))
+            if status != "missing":
+                return PairResult(pair.model, pair.task, "skipped" if status == "same" else "stale")
+        model, tokenizer = CACHE.get(pair.model)
+        step = (lambda s, t, loss: on_step(pair, s, t, loss)) if on_step else None
+        card = train_lora(pair.model, pair.ref, preset, out=lib.path(pair.model, pair.task), seed=seed,
+                          limit=limit, model=model, tokenizer=tokenizer, on_step=step,
+                          overwrite=pair.action == "retrain")
+    return PairResult(pair.model, pair.task, "trained", card["seconds"], card["train"]["loss_first"],
                       card["train"]["loss_last"])
 
 
-# ---- local executor -------------------------------------------------------------------------
-_MODELS: dict = {}  # per-process cache: a worker loads each base model once
-
-
-def _cached(model_name: str):
-    if model_name not in _MODELS:
-        _MODELS.clear()
-        _MODELS[model_name] = models.load(model_name)
-    return _MODELS[model_name]
-
-
-def _pool_init(threads: int, env: dict) -> None:
-    import torch
-
-    os.environ.update(env)
-    torch.set_num_threads(threads)
-
-
-def _pool_pair(args) -> PairResult:
-    root, model_name, task, preset, seed, limit, overwrite = args
-    try:
-        model, tokenizer = _cached(model_name)
-    except Exception as err:
-        return failed(Path(root), model_name, task, err)
-    return run_pair(root, model_name, task, preset, seed, limit, overwrite, model, tokenizer)
-
-
-def _env() -> dict:
-    return {k: os.environ[k] for k in _ENV if k in os.environ}
-
-
-def run_local(root, todo: list[Pair], preset, seed, limit, workers: int, on_result, on_step):
-    if workers <= 1:
-        # In-process: pairs sorted by model, each base model loaded once.
-        for pair in sorted(todo, key=lambda p: p.model):
-            try:
-                model, tokenizer = _cached(pair.model)
-            except Exception as err:
-                on_result(failed(Path(root), pair.model, pair.task, err))
-                continue
-            step = (lambda s, t, loss, p=pair: on_step(p, s, t, loss)) if on_step else None
-            on_result(run_pair(str(root), pair.model, pair.task, preset, seed, limit,
-                               pair.action == "retrain", model, tokenizer, step))
-        _MODELS.clear()
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_pool_init, initargs=(threads, _env())) as pool:
-        futures = [pool.submit(_pool_pair, (str(root), p.model, p.task, preset, seed, limit,
-                                            p.action == "retrain")) for p in todo]
-        for fut in as_completed(futures):
-            on_result(fut.result())
-
-
-# ---- Ray executor ---------------------------------------------------------------------------
-def _ray_pair(env: dict, threads: int, root, model_name, task, preset, seed, limit, overwrite):
-    _pool_init(threads, env)
-    return _pool_pair((root, model_name, task, preset, seed, limit, overwrite))
-
-
-def run_ray(root, todo: list[Pair], preset, seed, limit, workers: int, address: str | None,
-            on_result, gpus_per_task: float | None = None):
-    try:
-        import ray
-    except ImportError:
-        raise MissingPackageError("Ray", "pip install 'loraocean[ray]'") from None
-    import torch
-
-    started = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
-        started = True
-    if gpus_per_task is None:
-        gpus_per_task = 1.0 if torch.cuda.is_available() else 0.0
-    remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=2)(_ray_pair)
-    try:
-        refs = [remote.remote(_env(), 1, str(root), p.model, p.task, preset, seed, limit,
-                              p.action == "retrain") for p in todo]
-        pending = {ref: p for ref, p in zip(refs, todo)}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            pair = pending.pop(done[0])
-            try:
-                on_result(ray.get(done[0]))
-            except ray.exceptions.RayError as err:
-                on_result(failed(Path(root), pair.model, pair.task, err))
-    finally:
-        if started:
-            ray.shutdown()
-
-
-# ---- the build ------------------------------------------------------------------------------
 def build(root: str | Path, model_names: list[str], tasks: list[str], preset: "str | Preset" = "lite",
           *, seed: int = 0, limit: int | None = None, executor: str = "local", workers: int = 1,
-          address: str | None = None, retrain_stale: bool = False,
+          address: str | None = None, num_gpus: float | None = None, retrain_stale: bool = False,
           on_plan: Callable[[list[Pair]], None] | None = None,
           on_result: Callable[[PairResult], None] | None = None,
           on_step: Callable[[Pair, int, int, float], None] | None = None) -> list[PairResult]:
     """Train every missing pair of `model_names` x `tasks` into the library at `root`.
 
-    Returns one result per pair (trained, skipped, stale, failed), in plan order.
+    `executor`: local (in this process with workers=1, else `workers` processes) or ray (`address`:
+    a cluster, else a private local Ray with `workers` CPUs). `num_gpus` per pair: default 1 when
+    the executor sees GPUs, else 0. Returns one result per pair (trained, skipped, stale, failed),
+    in plan order.
     """
+    from loraocean.engine.cluster import travelling_env
+    from loraocean.engine.schedule import make_executor
+
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor!r} is not known; use one of {', '.join(EXECUTORS)}")
     if workers < 1:
@@ -215,9 +142,9 @@ def build(root: str | Path, model_names: list[str], tasks: list[str], preset: "s
     for name in model_names:
         models.resolve(name)  # unknown names fail before any work
     preset = get_preset(preset)
-    lib = Library(root)
+    lib = Library(Path(root).expanduser().resolve())
     lib.root.mkdir(parents=True, exist_ok=True)
-    lib.clean_leftovers()  # temp folders of a build that was killed
+    lib.clean_leftovers()  # temp folders of a build that was killed (a live build's stay)
     pairs = plan(lib, model_names, tasks, preset, seed, limit, retrain_stale)
     if on_plan:
         on_plan(pairs)
@@ -231,14 +158,29 @@ def build(root: str | Path, model_names: list[str], tasks: list[str], preset: "s
     for p in pairs:
         if p.action in ("skip", "stale"):
             record(PairResult(p.model, p.task, "skipped" if p.action == "skip" else "stale"))
-    todo = [p for p in pairs if p.action in ("train", "retrain")]
-    try:
-        if executor == "local":
-            run_local(lib.root, todo, preset, seed, limit, workers, record, on_step)
-        else:
-            run_ray(lib.root, todo, preset, seed, limit, workers, address, record)
-    finally:
-        lib.rebuild_manifest()
+    todo = {pair_name(p.model, p.task): p for p in pairs if p.action in ("train", "retrain")}
+    if todo:
+        engine = make_executor("ray" if executor == "ray" else "pool", workers, address=address,
+                               env=travelling_env())
+        gpus = num_gpus if num_gpus is not None else (1.0 if engine.gpus else 0.0)
+        step = on_step if engine.slots == 1 and executor == "local" else None  # callbacks stay in-process
+        items = [Work(name=name, kind="lora", label=f"{p.model} / {p.task}", fn=run_pair,
+                      args=(str(lib.root), p, preset, seed, limit, step), model=p.model,
+                      resources=Resources(cpus=1, gpus=gpus), artifact=str(lib.path(p.model, p.task) / CARD))
+                 for name, p in todo.items()]
+
+        def on_outcome(work, out, progress) -> None:
+            p = todo[work.name]
+            if out.error is None:
+                record(out.value)
+            else:
+                record(PairResult(p.model, p.task, "failed", out.seconds,
+                                  error=f"{out.error} (log: {failure_log(lib.root, p.model, p.task)})"))
+
+        try:
+            execute(items, engine, RunFolder(lib.root / BUILD), on_outcome=on_outcome)
+        finally:
+            lib.rebuild_manifest()
     return [results[(p.model, p.task)] for p in pairs]
 
 

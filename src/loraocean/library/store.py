@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraocean import models
-from loraocean.artifacts import atomic_dir, write_json_atomic
+from loraocean.artifacts import atomic_dir, remove_stale, write_json_atomic
 from loraocean.errors import IntegrityError, LoraOceanError
 from loraocean.library.adapter import WEIGHTS
 from loraocean.library.card import ADAPTER_FILES, CARD, check_card, read_card, seal_card
@@ -185,12 +185,8 @@ class Library:
         self.rebuild_manifest()
 
     def clean_leftovers(self) -> list[Path]:
-        """Remove temp folders left by interrupted writes (only safe when no writer is running)."""
-        gone = []
-        for path in self._leftovers():
-            shutil.rmtree(path, ignore_errors=True)
-            gone.append(path)
-        return gone
+        """Remove temp folders left by interrupted writes of dead writers (a live writer's stay)."""
+        return remove_stale(self._leftovers())
 
     def _leftovers(self) -> list[Path]:
         if not self.root.is_dir():

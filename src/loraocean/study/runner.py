@@ -1,39 +1,41 @@
-"""Running a study: walk the job graph, skip what is cached, run the rest, collect the results.
+"""Running a study: turn its job graph into engine work, skip what is cached, run the rest on
+the shared engine (`loraocean.engine`), collect the results.
 
-Layout of a run folder:
+Layout of a run folder (an engine `RunFolder` plus the study's own files):
 
     <run>/study.json            the resolved config, its hash and the job list (what `report` reads)
     <run>/jobs/<kind>-<key>/    one folder per finished job: result.json (+ its artifacts),
-                                appearing atomically, so its presence means "done"
+                                appearing atomically, so a readable result.json means "done"
     <run>/failed/<kind>-<key>.json   the error of a job that failed (removed when it later succeeds)
+    <run>/progress.txt          done / running / failed / queued by kind, ETA (while it runs)
     <run>/library/<id>/         the LoRA library of one (preset, caps, seed): a `loraocean.library` root
     <run>/results.sqlite        the results table (rebuilt from the job folders at the end)
 
 A stage is a plain function `stage(job, ctx, out) -> dict` (see `loraocean.study.stages`): it
-writes any artifacts into the folder `out` and returns the JSON result. The base model is loaded
-once per process (`Context.base`) and every job gets its own copy to modify (`Context.fresh`).
+writes any artifacts into the folder `out` and returns the JSON result. Stages get base models from
+the worker's model cache (`Context.base` to read, `Context.fresh` to change).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
+import dataclasses
 import json
-import time
-import traceback
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from loraocean.artifacts import atomic_dir, hash_obj, package_versions, write_json_atomic
+from loraocean.artifacts import atomic_dir, hash_obj, package_versions, remove_stale, write_json_atomic
+from loraocean.engine import CACHE, Resources, RunFolder, Work, execute
+from loraocean.engine.folder import read_json
 from loraocean.errors import LoraOceanError
 from loraocean.study.config import StudyConfig
-from loraocean.study.jobs import Job, estimate_seconds, expand, library_id
+from loraocean.study.jobs import KINDS, Job, estimate_seconds, expand, library_id
 
 Stage = Callable[[Job, "Context", Path], dict]
 
-# Base models loaded in this process, by name: loaded once, shared by every job that runs here.
-_MODELS: dict[str, tuple] = {}
+# Share of the per-job GPU request each kind takes: scoring jobs can share a GPU two by two.
+GPU_SHARE = {"lora": 1.0, "select": 0.5, "fit": 1.0, "eval": 0.5}
 
 
 def job_dir(run_dir: Path, job: Job) -> Path:
@@ -41,17 +43,23 @@ def job_dir(run_dir: Path, job: Job) -> Path:
 
 
 def is_done(run_dir: Path, job: Job) -> bool:
-    return (job_dir(run_dir, job) / "result.json").is_file()
+    """A job is done when its result.json is there and readable (a damaged one is redone)."""
+    return read_json(job_dir(run_dir, job) / "result.json") is not None
 
 
 @dataclass
 class Context:
-    """What a stage may use: the config, the run folder, finished dependencies, the base model."""
+    """What a stage may use: the config, the run folder, finished dependencies, base models."""
 
     cfg: StudyConfig
     run_dir: Path
-    jobs: dict[str, Job]
+    jobs: dict[str, Job]                     # at least the job's dependencies, by key
+    refs: dict[str, str] = field(default_factory=dict)   # task reference -> absolute form
     on_progress: Callable[[int, int, str], None] | None = None
+
+    def task(self, ref: str) -> str:
+        """The task reference to hand to the rooms (paths made absolute by the driver)."""
+        return self.refs.get(ref, ref)
 
     def library_root(self, model: str) -> Path:
         if self.cfg.library.root:
@@ -69,17 +77,12 @@ class Context:
         return json.loads((self.dep_dir(key) / "result.json").read_text(encoding="utf-8"))
 
     def base(self, model: str):
-        """(model, tokenizer), loaded once per process. Do not modify it: use `fresh`."""
-        if model not in _MODELS:
-            from loraocean.models import load
-
-            _MODELS[model] = load(model)
-        return _MODELS[model]
+        """(model, tokenizer) from this worker's cache. Do not modify it: use `fresh`."""
+        return CACHE.get(model)
 
     def fresh(self, model: str):
-        """A private copy of the base model (adapters may be injected into it) and the tokenizer."""
-        base, tokenizer = self.base(model)
-        return copy.deepcopy(base), tokenizer
+        """(model, tokenizer) the job may change (adapters injected); see `ModelCache.fresh`."""
+        return CACHE.fresh(model)
 
     def progress(self, step: int, total: int, message: str = "") -> None:
         if self.on_progress is not None:
@@ -88,6 +91,8 @@ class Context:
 
 def run_one(job: Job, ctx: Context, stages: dict[str, Stage]) -> dict:
     """Run one job into its folder (atomically) and return its result."""
+    import time
+
     final = job_dir(ctx.run_dir, job)
     start = time.perf_counter()
     with atomic_dir(final, overwrite=True) as out:
@@ -95,17 +100,7 @@ def run_one(job: Job, ctx: Context, stages: dict[str, Stage]) -> dict:
         result = {"job": {"kind": job.kind, "key": job.key, "inputs": job.inputs},
                   "seconds": round(time.perf_counter() - start, 3), **result}
         write_json_atomic(out / "result.json", result)
-    failed = ctx.run_dir / "failed" / f"{job.name}.json"
-    failed.unlink(missing_ok=True)
     return result
-
-
-def record_failure(run_dir: Path, job: Job, err: BaseException) -> str:
-    detail = traceback.format_exception_only(type(err), err)[-1].strip()
-    write_json_atomic(Path(run_dir) / "failed" / f"{job.name}.json",
-                      {"job": job.label, "inputs": job.inputs, "error": detail,
-                       "traceback": traceback.format_exc()})
-    return detail
 
 
 @dataclass
@@ -116,6 +111,7 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)    # job label -> error
     skipped: list[str] = field(default_factory=list)         # labels blocked by a failed dependency
     seconds: float = 0.0
+    loads: int = 0                                           # base model loads, all workers
 
 
 def write_study_file(cfg: StudyConfig, run_dir: Path, jobs: list[Job]) -> None:
@@ -153,107 +149,104 @@ def ensure_data(cfg: StudyConfig, say: Callable[[str], None]) -> None:
         say(f"BIG-bench tasks ready in {where}")
 
 
+def task_refs(cfg: StudyConfig) -> dict[str, str]:
+    """Each of the study's task references in a form any worker resolves (absolute paths)."""
+    from loraocean.tasks import portable_ref
+
+    return {t: portable_ref(t) for t in dict.fromkeys(cfg.tasks.library + cfg.tasks.targets)}
+
+
+def shipped(cfg: StudyConfig) -> StudyConfig:
+    """The config as workers get it: a relative library.root made absolute on the driver."""
+    if not cfg.library.root:
+        return cfg
+    root = str(Path(cfg.library.root).expanduser().resolve())
+    return dataclasses.replace(cfg, library=dataclasses.replace(cfg.library, root=root))
+
+
+def work_items(cfg: StudyConfig, run_dir: Path, todo: list[Job], jobs: list[Job], stages: dict[str, Stage],
+               gpus: float = 0.0, cpus: float | None = None) -> list[Work]:
+    """One engine item per job to run (`todo`, out of all the study's `jobs`)."""
+    by_key = {j.key: j for j in jobs}
+    cfg, refs = shipped(cfg), task_refs(cfg)
+    cpus = cfg.executor.num_cpus if cpus is None else cpus
+    items = []
+    for job in todo:
+        ctx = Context(cfg=cfg, run_dir=run_dir, jobs={k: by_key[k] for k in job.deps}, refs=refs)
+        items.append(Work(name=job.name, kind=job.kind, label=job.label, fn=run_one, args=(job, ctx, stages),
+                          deps=tuple(by_key[d].name for d in job.deps), model=job.inputs.get("model"),
+                          cost=estimate_seconds(job, cfg),
+                          resources=Resources(cpus=cpus, gpus=gpus * GPU_SHARE.get(job.kind, 1.0)),
+                          artifact=str(job_dir(run_dir, job) / "result.json")))
+    return items
+
+
 def run_study(cfg: StudyConfig, run_dir: str | Path, *, stages: dict[str, Stage] | None = None,
-              executor: str | None = None, console=None, fetch: bool = True) -> Summary:
-    """Run every job of the study that is not cached yet; then rebuild the results table."""
+              executor: str | None = None, workers: int = 1, address: str | None = None,
+              num_gpus: float | None = None, num_cpus: float | None = None, affinity: bool = True,
+              waves: bool = False, console=None, fetch: bool = True) -> Summary:
+    """Run every job of the study that is not cached yet; then rebuild the results table.
+
+    `executor`: local (this process with workers=1, else a pool of `workers` processes) or ray
+    (`address`: a cluster, else a private local Ray). `num_gpus`: GPUs per training job (scoring
+    jobs take half); default: the study's executor.num_gpus, or 1 when that is 0 and the executor
+    sees GPUs. `waves`: the old wave-by-kind schedule (for the bench).
+    """
+    from loraocean.engine.cluster import travelling_env
+    from loraocean.engine.schedule import make_executor
     from loraocean.study import stages as default_stages
     from loraocean.study.store import collect
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
     stages = stages or default_stages.STAGES
     executor = executor or cfg.executor.kind
+    if executor not in ("local", "ray"):
+        raise LoraOceanError(f"unknown executor {executor!r}; use local or ray")
     say = console.print if console is not None else (lambda msg: None)
-    with run_lock(run_dir):
-        if fetch:
-            ensure_data(cfg, say)
+    with folder.lock("`loraocean run`"):
         jobs = expand(cfg)
         write_study_file(cfg, run_dir, jobs)
-        clean_leftovers(run_dir)
-        start = time.perf_counter()
-        if executor == "ray":
-            from loraocean.study.ray_executor import run_with_ray
+        clean_leftovers(cfg, run_dir)
+        todo = [j for j in jobs if not is_done(run_dir, j)]
+        summary = Summary(total=len(jobs), cached=len(jobs) - len(todo))
+        if todo:  # the executor first: a cluster that cannot be reached fails before any download
+            engine = make_executor("ray" if executor == "ray" else "pool", workers, affinity=affinity,
+                                   address=address or cfg.executor.address, env=travelling_env())
+            try:
+                if fetch:
+                    ensure_data(cfg, say)
+                gpus = num_gpus if num_gpus is not None else (cfg.executor.num_gpus or float(engine.gpus > 0))
+                items = work_items(cfg, run_dir, todo, jobs, stages, gpus, num_cpus)
+            except BaseException:
+                engine.close()
+                raise
 
-            summary = run_with_ray(cfg, run_dir, jobs, stages, say)
-        elif executor == "local":
-            summary = run_local(cfg, run_dir, jobs, stages, console)
-        else:
-            raise LoraOceanError(f"unknown executor {executor!r}; use local or ray")
-        summary.seconds = time.perf_counter() - start
+            def on_outcome(work, out, progress) -> None:
+                state = "done" if out.error is None else f"FAILED: {out.error}"
+                say(f"{work.label}: {state} ({out.seconds:.1f} s) | {progress.line()}")
+
+            report = execute(items, engine, folder, waves=KINDS if waves else None, on_outcome=on_outcome)
+            summary.ran, summary.failed, summary.skipped = len(report.ran), report.failed, report.skipped
+            summary.seconds, summary.loads = report.seconds, report.loads
         collect(run_dir)
     return summary
 
 
-@contextlib.contextmanager
 def run_lock(run_dir: Path):
     """One study process per run folder at a time (the OS drops the lock if the process dies)."""
-    import fcntl
-
-    with open(Path(run_dir) / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LoraOceanError(f"another `loraocean run` is using {run_dir}; wait for it to finish "
-                                 "or choose another --run-dir") from None
-        yield
+    return RunFolder(run_dir).lock("`loraocean run`")
 
 
-def clean_leftovers(run_dir: Path) -> None:
-    """Remove the temporary folders of jobs killed mid-write (never mistaken for finished ones)."""
-    import shutil
+def clean_leftovers(cfg: StudyConfig, run_dir: Path) -> None:
+    """Remove the temporary folders of writers killed mid-write (jobs and the study's libraries);
+    a live writer's are kept."""
+    from loraocean.library import Library
 
     folder = Path(run_dir) / "jobs"
     if folder.is_dir():
-        for tmp in list(folder.glob(".tmp-*")) + list(folder.glob(".old-*")):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def blocked_by(job: Job, bad: set[str]) -> bool:
-    return any(d in bad for d in job.deps)
-
-
-def run_local(cfg: StudyConfig, run_dir: Path, jobs: list[Job], stages: dict[str, Stage],
-              console=None) -> Summary:
-    """Run the jobs one after another in this process (the model is loaded once and reused)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    summary = Summary(total=len(jobs))
-    by_key = {j.key: j for j in jobs}
-    bad: set[str] = set()
-    pending = [j for j in jobs if not is_done(run_dir, j)]
-    summary.cached = len(jobs) - len(pending)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=console is None, transient=False) as bar:
-        overall = bar.add_task(f"study {cfg.name}", total=len(jobs), completed=summary.cached)
-        current = bar.add_task("", total=1, visible=False)
-
-        def on_progress(step: int, total: int, message: str) -> None:
-            bar.update(current, completed=step, total=max(total, 1),
-                       description=f"  {label}" + (f" [{message}]" if message else ""))
-
-        ctx = Context(cfg=cfg, run_dir=run_dir, jobs=by_key, on_progress=on_progress)
-        for job in pending:
-            label = job.label
-            if blocked_by(job, bad):
-                bad.add(job.key)
-                summary.skipped.append(label)
-                bar.advance(overall)
-                continue
-            bar.update(current, completed=0, total=1, visible=True, description=f"  {label}")
-            try:
-                started = time.perf_counter()
-                run_one(job, ctx, stages)
-                summary.ran += 1
-                if console is not None and not console.is_terminal:  # logs: one line per job
-                    console.print(f"[{summary.cached + summary.ran}/{len(jobs)}] done {label} "
-                                  f"in {time.perf_counter() - started:.1f} s")
-            except KeyboardInterrupt:
-                raise
-            except Exception as err:  # one job's failure must not stop the study
-                bad.add(job.key)
-                summary.failed[label] = record_failure(run_dir, job, err)
-                if console is not None:
-                    console.print(f"[red]failed[/red] {label}: {summary.failed[label]}")
-            bar.advance(overall)
-        bar.update(current, visible=False)
-    return summary
+        remove_stale(list(folder.glob(".tmp-*")) + list(folder.glob(".old-*")))
+    for model in cfg.models:
+        root = Context(cfg=cfg, run_dir=Path(run_dir), jobs={}).library_root(model)
+        if root.is_dir():
+            Library(root).clean_leftovers()

@@ -34,18 +34,22 @@ def _progress(ctx, what: str):
 
 def lora(job: Job, ctx, out: Path) -> dict:
     from loraocean.library import Library, get_preset, train_lora
+    from loraocean.library.build import pair_lock
+    from loraocean.tasks import get_task
 
     i = job.inputs
+    task = ctx.task(i["task"])
     preset = get_preset(ctx.cfg.library.preset)
     if i["max_steps"] is not None and i["max_steps"] != preset.max_steps:
         # A derived preset gets its own name: its cards must not read as a stale `lite` adapter.
         preset = preset.replace(name=f"{preset.name}@steps={i['max_steps']}", max_steps=i["max_steps"])
     lib = Library(ctx.library_root(i["model"]))
-    dest = lib.path(i["model"], i["task"])
-    model, tokenizer = ctx.fresh(i["model"])
-    card = train_lora(i["model"], i["task"], preset, out=dest, seed=i["seed"], limit=i["max_train"],
-                      model=model, tokenizer=tokenizer, on_step=_progress(ctx, "train"), overwrite=True)
-    lib.rebuild_manifest()  # so `loraocean library verify` sees the study's library as clean
+    dest = lib.path(i["model"], get_task(task).name)
+    model, tokenizer = ctx.base(i["model"])  # train_lora gives it back unchanged
+    with pair_lock(lib.root, i["model"], get_task(task).name):
+        card = train_lora(i["model"], task, preset, out=dest, seed=i["seed"], limit=i["max_train"],
+                          model=model, tokenizer=tokenizer, on_step=_progress(ctx, "train"), overwrite=True)
+        lib.rebuild_manifest()  # so `loraocean library verify` sees the study's library as clean
     # relative to the job folder (same depth as `out`), so a moved run folder still resolves
     return {"adapter": os.path.relpath(dest, out), "data_hash": card["data_hash"], "n_train": card["n_train"],
             "train": {k: v for k, v in card["train"].items() if k != "loss_curve"},
@@ -56,14 +60,15 @@ def select(job: Job, ctx, out: Path) -> dict:
     """`loraocean.selection.select` over the study's library (which holds exactly its task pool)."""
     from loraocean.selection import ModelRef
     from loraocean.selection import select as run_selection
+    from loraocean.tasks import get_task
 
     i = job.inputs
     model, tokenizer = ctx.fresh(i["model"])
-    sel = run_selection(i["target"], ctx.library_root(i["model"]), ModelRef(i["model"], model, tokenizer),
+    sel = run_selection(ctx.task(i["target"]), ctx.library_root(i["model"]), ModelRef(i["model"], model, tokenizer),
                         k=i["k"], strategy=i["strategy"], shots=i["shots"], seed=i["seed"],
                         include_target=ctx.cfg.selection.include_target)
     listed = [c.task for c in sel.ranking]
-    if sorted(listed) != sorted(i["candidates"]):
+    if sorted(listed) != sorted(get_task(ctx.task(t)).name for t in i["candidates"]):
         raise LoraOceanError(f"library {ctx.library_root(i['model'])} holds {sorted(listed)} as candidates "
                              f"for {i['target']}, but the study expects {sorted(i['candidates'])}; a shared "
                              "library.root must hold exactly the study's tasks")
@@ -83,7 +88,7 @@ def fit(job: Job, ctx, out: Path) -> dict:
     experts = ctx.dep_result(job.deps[0])["experts"]
     model, tokenizer = ctx.fresh(i["model"])
     ckpt = out / "checkpoint"
-    card = moe_fit(i["method"], i["model"], experts, i["target"], ckpt, library=ctx.library_root(i["model"]),
+    card = moe_fit(i["method"], i["model"], experts, ctx.task(i["target"]), ckpt, library=ctx.library_root(i["model"]),
                    preset=moe_preset(i["preset"]).capped(i["max_fit"], i["max_steps"]), options=i["config"],
                    seed=i["seed"], model=model, tokenizer=tokenizer, on_step=_progress(ctx, "fit"))
     card = _jsonable(card)
@@ -118,7 +123,7 @@ def eval_examples(ctx, job: Job):
     from loraocean.tasks import get_task, load_split
 
     i = job.inputs
-    spec = get_task(i["target"])
+    spec = get_task(ctx.task(i["target"]))
     return spec, load_split(spec, i["split"], limit=i["max_eval"], seed=EVAL_SEED)
 
 

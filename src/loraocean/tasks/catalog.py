@@ -273,5 +273,18 @@ def get_task(name: str) -> TaskSpec:
                            hint="`loraocean tasks list` shows the catalog; BIG-bench files: bigbench:PATH")
 
 
+def portable_ref(name: str) -> str:
+    """`name` in a form that means the same task in any process on any machine sharing the files:
+    a `bigbench:` path made absolute (a catalog name, or a BIG-bench task name found through
+    LORAOCEAN_BIGBENCH, is already portable)."""
+    if name.startswith("bigbench:"):
+        from pathlib import Path
+
+        path = Path(name.partition(":")[2]).expanduser()
+        if path.exists():
+            return f"bigbench:{path.resolve()}"
+    return name
+
+
 # Re-exported for modules that only need the policy type.
-__all__ = ["CATALOG", "SplitPolicy", "TaskSpec", "get_task", "register"]
+__all__ = ["CATALOG", "SplitPolicy", "TaskSpec", "get_task", "portable_ref", "register"]
