@@ -19,7 +19,7 @@ from typing import Callable
 from loraocean import models
 from loraocean.artifacts import write_text_atomic
 from loraocean.errors import ConfigError, LoraOceanError, MissingPackageError
-from loraocean.library.presets import Preset, get_preset
+from loraocean.library.presets import Preset, get_preset, training_values
 from loraocean.library.store import FAILURES, Library
 from loraocean.library.train import train_examples, train_lora
 from loraocean.tasks import data_hash
@@ -72,7 +72,9 @@ def plan(lib: Library, model_names: list[str], tasks: list[str], preset: Preset,
             if entry is None:
                 pairs.append(Pair(model, spec.name, "train"))
                 continue
-            same = (entry.card.get("preset") == preset.to_dict()
+            card_preset = entry.card.get("preset", {})
+            same = (card_preset.get("name") == preset.name
+                    and training_values(card_preset) == preset.values()
                     and entry.card.get("data_hash") == digest and entry.card.get("seed") == seed)
             if same:
                 pairs.append(Pair(model, spec.name, "skip"))

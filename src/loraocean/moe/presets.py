@@ -3,7 +3,8 @@
 - smoke: a few steps, for tests and trying the pipeline (16 examples, 3 steps).
 - lite: a quick run on CPU (up to 400 training examples, 1 epoch, at most 100 steps).
 - loralib: the reference defaults (LoRAMoE: lr 2e-4, 1 epoch, cosine, warm-up 3%, effective batch
-  32); Rocket uses its own reference lr 5e-5 and 5 epochs (override per method below).
+  32); Rocket uses its own reference lr 5e-5 and 5 epochs (override per method below); gradient
+  checkpointing on, as in the library's `loralib` preset.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ PRESETS = {
                     train_limit=16, dev_limit=8, max_length=128),
     "lite": Preset("lite", TrainConfig(lr=2e-4, epochs=1, max_steps=100, batch_size=8),
                    train_limit=400, dev_limit=100, max_length=256),
-    "loralib": Preset("loralib", TrainConfig(lr=2e-4, epochs=1, batch_size=8, grad_accum=4, warmup_ratio=0.03),
+    "loralib": Preset("loralib", TrainConfig(lr=2e-4, epochs=1, batch_size=8, grad_accum=4, warmup_ratio=0.03,
+                                                   gradient_checkpointing=True),
                       train_limit=None, dev_limit=200, max_length=1024,
                       per_method={"rocket": {"lr": 5e-5, "epochs": 5}}),
 }
