@@ -164,14 +164,13 @@ def accumulate(model, data: list[Encoded], group: list[list[int]], micro: int, p
                 batch_hook(part)
             batch = {k: v.to(device) for k, v in batch.items()}
             lm = answer_loss(model, batch) if fast_loss else model(**batch, use_cache=False).loss
+            loss = lm * (n_answer / max(1, sum(answers)))  # shares are exactly 1 for a whole batch
             extra = aux_loss() if aux_loss is not None else None
-            if not torch.isfinite(lm) or (extra is not None and not torch.isfinite(extra)):
-                bad = lm if not torch.isfinite(lm) else extra
-                raise TrainingError(f"loss became {bad.item()} at step {step}; lower the "
-                                    "learning rate or check the data")
-            loss = lm if len(parts) == 1 else lm * (n_answer / max(1, sum(answers)))
             if extra is not None:
-                loss = loss + (extra if len(parts) == 1 else extra * (len(part) / len(batch_idx)))
+                loss = loss + extra * (len(part) / len(batch_idx))
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at step {step}; lower the "
+                                    "learning rate or check the data")
             (loss / len(group)).backward()
             total += loss.item() / len(group)
             tokens += int(batch["attention_mask"].sum())
