@@ -76,7 +76,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients(adapters, encoded, name
     with checkpointing(model, True):
         got_loss, got = loss_and_grads(model, aux, batch)
     assert len(calls) == 3  # forward + its recomputation in backward: checkpointing was on
-    assert not hf_model(model).is_gradient_checkpointing  # and is off again
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in hf_model(model).modules())  # off again
     torch.testing.assert_close(got_loss, want_loss, rtol=1e-6, atol=1e-7)
     assert want and set(got) == set(want)
     for n in want:
@@ -180,3 +180,22 @@ def test_quantized_loading_says_why_it_cannot_run(monkeypatch):
                         lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     with pytest.raises(MissingPackageError, match="pip install bitsandbytes"):
         load("smollm2-135m", device="cuda", quantize="8bit")
+
+
+def test_cli_memory_flags(tmp_path, capsys):
+    import json
+
+    from test_train import cli
+
+    out = tmp_path / "a"
+    common = ("train", "--model", "tiny-llama", "--task", TASK, "--preset", "smoke")
+    assert cli(*common, "--out", str(out), "--micro-batch", "2", "--gradient-checkpointing") == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["preset"]["micro_batch"] == 2 and card["preset"]["gradient_checkpointing"]
+    assert card["train"]["micro_batch"] == 2 and card["dtypes"]["trainable"] == "float32"
+    for args, message in [(("--max-memory", "4"), "needs a CUDA device"),
+                          (("--quantize", "4bit"), "pretrained models")]:
+        code = cli(*common, "--out", str(tmp_path / "b"), *args)
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "b").exists()

@@ -112,14 +112,16 @@ def checkpointing(model, on: bool):
         raise ConfigError(f"{type(hf).__name__} does not support gradient checkpointing; set "
                           "gradient_checkpointing to false (preset field or --no-gradient-checkpointing)")
     kwargs = {"use_reentrant": False}
-    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x; older: gradient_*
+    if hasattr(hf, "activation_checkpointing_enable"):  # recent transformers; before: gradient_*
         hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        disable = hf.activation_checkpointing_disable
     else:
         hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        disable = hf.gradient_checkpointing_disable
     try:
         yield
     finally:
-        hf.gradient_checkpointing_disable()
+        disable()
 
 
 @contextlib.contextmanager
