@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from loraocean.cli import memory
+
 app = typer.Typer(help="The LoRA library: one PEFT adapter per (model, task) under a root folder.",
                   no_args_is_help=True)
 
@@ -167,6 +169,9 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
           retrain_stale: bool = typer.Option(False, help="Retrain pairs whose preset or data changed."),
           eval_: bool = typer.Option(False, "--eval", help="Evaluate each adapter on its task's test split."),
           eval_limit: int = typer.Option(200, help="Test examples per pair with --eval."),
+          gradient_checkpointing: bool = memory.CHECKPOINTING,
+          micro_batch: int = memory.MICRO_BATCH,
+          max_memory: float = memory.MAX_MEMORY,
           ) -> None:
     """Train every missing (model, task) pair, skip finished ones; summary table at the end.
     Exits 1 when a pair failed."""
@@ -174,10 +179,11 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from loraocean.artifacts import check_writable
-    from loraocean.library import Library
+    from loraocean.library import Library, get_preset
     from loraocean.library.build import build as run_build
 
     check_writable(root, "--root")
+    chosen = get_preset(preset).replace(**memory.overrides(gradient_checkpointing, micro_batch, max_memory))
     console = make_console()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
@@ -198,7 +204,7 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
         def on_step(pair, step, total, loss):
             progress.update(bar, info=f"{pair.model}/{pair.task} step {step}/{total} loss {loss:.4f}")
 
-        results = run_build(root, _split(models), _split(tasks), preset, seed=seed, limit=limit,
+        results = run_build(root, _split(models), _split(tasks), chosen, seed=seed, limit=limit,
                             executor=executor, workers=workers, address=address,
                             num_gpus=num_gpus, retrain_stale=retrain_stale, on_plan=on_plan, on_result=on_result,
                             on_step=on_step)

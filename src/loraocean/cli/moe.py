@@ -3,9 +3,12 @@ a checkpoint as a PEFT folder."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
+
+from loraocean.cli import memory
 
 app = typer.Typer(help="LoRA mixture-of-experts methods: fit, show, routing, export, methods.", no_args_is_help=True)
 
@@ -42,6 +45,10 @@ def fit_command(
     option: list[str] = typer.Option(None, help="Method option key=value (repeatable), e.g. --option top_k=2."),
     seed: int = typer.Option(0, help="Seed for data subsets, initialisation and training."),
     overwrite: bool = typer.Option(False, help="Replace an existing checkpoint at --out."),
+    gradient_checkpointing: bool = memory.CHECKPOINTING,
+    micro_batch: int = memory.MICRO_BATCH,
+    max_memory: float = memory.MAX_MEMORY,
+    quantize: str = memory.QUANTIZE,
 ) -> None:
     """Fit a method for a target task over the given experts and write a checkpoint."""
     from rich.progress import Progress
@@ -63,7 +70,8 @@ def fit_command(
         m.make_config(parse_options(option), n_experts=len(names))
     except OptionError as err:
         raise ConfigError(f"--option {err.field}: {err}") from None
-    get_preset(preset)
+    p = get_preset(preset)
+    p = replace(p, train=replace(p.train, **memory.overrides(gradient_checkpointing, micro_batch, max_memory)))
     get_task(task)
     models.resolve(model)
     if out.exists() and not overwrite:
@@ -72,10 +80,12 @@ def fit_command(
     if library is not None:
         Library(library).require()
     resolve_experts(names, model, library)  # every expert checked before the base model loads
+    base, tokenizer = models.load(model, quantize=quantize)
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{method} on {task}", total=None)
-        card = fit(method, model, names, task, out, library=library, preset=preset,
+        card = fit(method, model, names, task, out, library=library, preset=p,
                    options=parse_options(option), seed=seed, overwrite=overwrite,
+                   model=base, tokenizer=tokenizer,
                    on_step=lambda step, total, loss: progress.update(
                        bar, completed=step, total=total, description=f"{method} loss {loss:.3f}"))
     log = card.get("train_log")

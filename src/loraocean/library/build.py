@@ -19,7 +19,7 @@ from typing import Callable
 from loraocean import models
 from loraocean.engine import CACHE, Resources, RunFolder, Work, execute
 from loraocean.errors import ConfigError, IntegrityError
-from loraocean.library.presets import Preset, get_preset
+from loraocean.library.presets import Preset, get_preset, training_values
 from loraocean.library.store import Library
 from loraocean.library.train import CARD, train_examples, train_lora
 from loraocean.tasks import data_hash, portable_ref
@@ -77,8 +77,9 @@ def _status(lib: Library, model: str, task: str, preset: Preset, seed: int, dige
         Library.check(entry)
     except IntegrityError:
         return "damaged"
-    same = (entry.card.get("preset") == preset.to_dict() and entry.card.get("data_hash") == digest
-            and entry.card.get("seed") == seed)
+    card_preset = entry.card.get("preset", {})  # execution fields (memory) do not make it stale
+    same = (card_preset.get("name") == preset.name and training_values(card_preset) == preset.values()
+            and entry.card.get("data_hash") == digest and entry.card.get("seed") == seed)
     return "same" if same else "stale"
 
 

@@ -84,6 +84,8 @@ def fit_lora(model, tokenizer, task: str, preset: "str | Preset" = "lite", seed:
         "seconds": summary["seconds"],
         "tokens_per_second": summary["tokens_per_second"],
         "device": str(next(model.parameters()).device),
+        "dtypes": {"base": models.precision(model),
+                   "trainable": models.dtype_names(p for p in peft_model.parameters() if p.requires_grad)},
         "versions": package_versions(),
         "metrics": {},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

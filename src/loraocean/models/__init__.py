@@ -4,18 +4,23 @@
     model, tokenizer = loraocean.models.load("tiny-llama")        # random, for tests
     model, tokenizer = loraocean.models.load("/path/to/hf/folder")
     model, tokenizer = loraocean.models.load("HuggingFaceTB/SmolLM2-360M")  # hub (needs network)
+    model, tokenizer = loraocean.models.load("meta-llama/Llama-3.1-8B", quantize="4bit")  # QLoRA-style
+
+`quantize` ("4bit": NF4 with double quantisation, "8bit": LLM.int8) loads the base's Linear
+weights through bitsandbytes (CUDA only; `pip install bitsandbytes`), computing in `dtype`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 from pathlib import Path
 
 import torch
 
-from loraocean.errors import LoraOceanError, UnknownNameError
+from loraocean.errors import ConfigError, LoraOceanError, MissingPackageError, UnknownNameError
 from loraocean.models import embedded
 from loraocean.models.architectures import FAMILIES, targets
 
@@ -115,14 +120,55 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
+QUANTIZE = ("4bit", "8bit")
+
+
+def quantization_config(quantize: str, kind: str, device: str, dtype: torch.dtype):
+    """transformers' BitsAndBytesConfig for `quantize`, or a LoraOceanError saying why this
+    model, device or installation cannot have it."""
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"quantize = {quantize!r}: choose one of {', '.join(QUANTIZE)}")
+    if kind == "tiny":
+        raise ConfigError("quantized loading is for pretrained models, not the random tiny-* ones")
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        raise ConfigError(f"{quantize} loading needs a CUDA GPU (bitsandbytes), but the device is "
+                          f"{device!r}" + ("" if torch.cuda.is_available() else " and none is available")
+                          + "; load the base unquantized (leave --quantize unset)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MissingPackageError(f"bitsandbytes (needed for {quantize} loading)", "pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+
+
+def dtype_names(tensors) -> str:
+    """The distinct dtypes of `tensors`, e.g. `float32` or `bfloat16,float32` (`none` if empty)."""
+    return ",".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors})) or "none"
+
+
+def precision(model) -> str:
+    """The base model's weights as a card records them: `bfloat16`, or `4bit (bfloat16 compute)`."""
+    dtype = str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
+    quantize = getattr(model.config, "loraocean_quantize", None)
+    return f"{quantize} ({dtype} compute)" if quantize else dtype
+
+
 def load(name: str, *, device: str | None = None, dtype: torch.dtype | None = None,
-         trust_remote_code: bool = False):
-    """(model, tokenizer) in eval mode on `device` (default: cuda when available, else cpu)."""
+         trust_remote_code: bool = False, quantize: str | None = None):
+    """(model, tokenizer) in eval mode on `device` (default: cuda when available, else cpu).
+    `quantize`: "4bit" or "8bit" (see the module docstring)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kind, where = resolve(name)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
+    quantized = {}
+    if quantize is not None:
+        quantized = {"quantization_config": quantization_config(quantize, kind, device, dtype),
+                     "device_map": {"": device}}  # placed while loading; bitsandbytes models cannot .to()
     if kind == "tiny":
         from loraocean.models.tiny import build_tiny
 
@@ -136,16 +182,20 @@ def load(name: str, *, device: str | None = None, dtype: torch.dtype | None = No
                 tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
                 model = AutoModelForCausalLM.from_pretrained(
                     path, dtype=dtype, trust_remote_code=trust_remote_code,
-                    use_safetensors=None if pickle_allowed() else True)
+                    use_safetensors=None if pickle_allowed() else True, **quantized)
         except OSError as err:
             raise LoraOceanError(f"could not load model {name!r}: {str(err).splitlines()[0]} (weights are "
                                  f"read from safetensors only unless {ALLOW_PICKLE}=1)") from None
-        model = model.to(device)
+        if not quantized:
+            model = model.to(device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     model.config.loraocean_name = name
+    if quantize is not None:
+        model.config.loraocean_quantize = quantize
     return model, tokenizer
 
 
-__all__ = ["load", "resolve", "slug", "targets", "known_names", "default_device", "default_dtype"]
+__all__ = ["load", "resolve", "slug", "targets", "known_names", "default_device", "default_dtype",
+           "dtype_names", "precision", "QUANTIZE"]

@@ -105,6 +105,7 @@ def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
     moe = m.build(model, chosen, cfg)
     log = None
     if m.trains:
+        moe.upcast_trainables()
         from loraocean.trainer import train
 
         encoded = [encode(ex, tokenizer, max_length=p.max_length) for ex in train_ex]
@@ -123,6 +124,8 @@ def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
             "train_config": asdict(p.train_config(method, seed)) if m.trains else None,
             "train_log": log.summary() if log else None, "losses": log.losses if log else None,
             "data_hash": data_hash(train_ex), "n_train": len(train_ex), "notes": ctx.notes,
+            "dtypes": {"base": models.precision(model), "trainable": models.dtype_names(moe.trainable_parameters()),
+                       "saved": models.dtype_names(moe.moe_state_dict().values())},
             "seconds": round(time.perf_counter() - start, 2),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return moe, card

@@ -11,6 +11,11 @@ The gate g comes from `self.router(x, h, layer)` (a module, trained or fixed) or
 computes gates outside the layer (X-LoRA), from `layer.external_gates`. The last gates are kept in
 `layer.last_gates` for auxiliary losses and routing statistics. `layer.bypass = True` makes the
 layer its frozen base Linear alone (exactly what all-zero gates give, without computing the experts).
+
+Precision: the experts are stored in the base's dtype (float32 for a quantised base), and a method
+that trains them keeps them in float32 (`MoEModel.upcast_trainables`); either way the products run
+in the dtype of the activations (the base's), the float32 weights cast on the way in, as PEFT does
+with `autocast_adapter_dtype`: AdamW updates float32 weights, the step costs what a bf16 one does.
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ class MoELinear(nn.Module):
         self.d_in, self.d_out = d_in, d_out
         ranks = [a.shape[0] for a in As]
         dtype, device = base.weight.dtype, base.weight.device
+        if not dtype.is_floating_point:  # a quantised base (bitsandbytes 4/8-bit) stores integers
+            dtype = torch.float32
         A = torch.cat([a if a.numel() else torch.zeros(a.shape[0], d_in) for a in As], 0)
         B = torch.cat([b if b.numel() else torch.zeros(d_out, b.shape[1]) for b in Bs], 1)
         self.lora_A = nn.Parameter(A.to(device=device, dtype=dtype))  # (R, d_in)
@@ -91,6 +98,9 @@ class MoELinear(nn.Module):
         self.last_gates: torch.Tensor | None = None
         self.bypass = False
         self.index = 0  # position among the model's MoE layers (set by `inject`)
+        # y += ... in place only behind torch's own products (see forward); any other base
+        # (a bitsandbytes layer) gets the out-of-place sum
+        self.in_place = type(base) is nn.Linear or type(base).__name__ == "Conv1D"
 
     @property
     def n_experts(self) -> int:
@@ -109,9 +119,8 @@ class MoELinear(nn.Module):
         x = x.reshape(-1, x.shape[-1])  # tokens x d_in: the in-place addmm_ below needs a 2-D non-view output
         y = self.base(x)
         x_in = F.dropout(x, self.dropout, self.training) if self.dropout else x
-        if x_in.dtype != self.lora_A.dtype:
-            x_in = x_in.to(self.lora_A.dtype)
-        h = F.linear(x_in, self.lora_A)  # (tokens, R)
+        A = self.lora_A if self.lora_A.dtype == x.dtype else self.lora_A.to(x.dtype)
+        h = F.linear(x_in, A)  # (tokens, R)
         if self.external_gates is not None:
             gates = self.external_gates.reshape(-1, self.n_experts)
         elif self.router is not None:
@@ -123,10 +132,13 @@ class MoELinear(nn.Module):
         mixed = h * per_column if per_column.dtype == h.dtype else h * per_column.to(h.dtype)
         if mixed.dtype != y.dtype:
             mixed = mixed.to(y.dtype)
+        B = self.lora_B if self.lora_B.dtype == y.dtype else self.lora_B.to(y.dtype)
+        if not self.in_place:
+            return (y + mixed @ B.t()).view(*lead, -1)
         # y += mixed B^T in place as one fused multiply-add: no output-sized temporary, and no
         # output-sized copies in backward. Autograd allows it: the base product saves its input,
         # not its output.
-        y.addmm_(mixed, self.lora_B.t() if self.lora_B.dtype == y.dtype else self.lora_B.to(y.dtype).t())
+        y.addmm_(mixed, B.t())
         return y.view(*lead, -1)
 
 

@@ -95,6 +95,13 @@ class MoEModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def upcast_trainables(self) -> None:
+        """Every trainable bf16/fp16 parameter to float32 (PEFT's `autocast_adapter_dtype`): the
+        optimizer then updates float32 weights; the forward casts them to the activations' dtype."""
+        for p in self.trainable_parameters():
+            if p.dtype in (torch.float16, torch.bfloat16):
+                p.data = p.data.float()
+
 
 def _lookup(roots: dict[str, nn.Module], dotted: str) -> torch.Tensor:
     """The tensor at `dotted` where the first part(s) name one of `roots` (names may hold dots)."""

@@ -3,7 +3,7 @@
 - smoke: a few steps, for tests and trying the pipeline (16 examples, 3 steps).
 - lite: a quick run on CPU (up to 400 training examples, 1 epoch, at most 100 steps).
 - loralib: the reference defaults (LoRAMoE: lr 2e-4, 1 epoch, cosine, warm-up 3%, effective batch
-  32).
+  32, gradient checkpointing on as in the library's `loralib` preset).
 Every trained method gets the same budget from its preset: a comparison between methods trained
 for different lengths would measure the budget. (Rocket's reference code uses lr 5e-5 and 5
 epochs; `per_method` can hold such an override, and none is set by default.)
@@ -45,7 +45,8 @@ PRESETS = {
                     train_limit=16, dev_limit=8, max_length=128),
     "lite": Preset("lite", TrainConfig(lr=2e-4, epochs=1, max_steps=100, batch_size=8),
                    train_limit=400, dev_limit=100, max_length=256),
-    "loralib": Preset("loralib", TrainConfig(lr=2e-4, epochs=1, batch_size=8, grad_accum=4, warmup_ratio=0.03),
+    "loralib": Preset("loralib", TrainConfig(lr=2e-4, epochs=1, batch_size=8, grad_accum=4, warmup_ratio=0.03,
+                                                   gradient_checkpointing=True),
                       train_limit=None, dev_limit=200, max_length=1024),
 }
 

@@ -130,7 +130,7 @@ class XLoRAModel(MoEModel):
 
     def scalings(self, hidden: torch.Tensor) -> torch.Tensor:
         cfg = self.config_obj
-        logits = self.classifier(hidden)
+        logits = self.classifier(hidden.to(self.classifier[0].weight.dtype))  # float32 when trained
         n_batch, n_tok = hidden.shape[:2]
         n_layers, n_experts = len(self.moe), len(self.expert_info)
         if not cfg.layerwise:
@@ -169,7 +169,10 @@ class XLoRAModel(MoEModel):
             out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                             use_cache=use_cache, **cache_kwargs(self.base, second), **kwargs)
         finally:
-            self._set_gates(None)
+            # While training, pass 2's gates stay set until the next forward: activation
+            # checkpointing recomputes its layers during backward, after this call has returned.
+            if not (self.training and torch.is_grad_enabled()):
+                self._set_gates(None)
         for layer, g in zip(self.moe, gates):  # last_gates for routing statistics: what pass 2 used
             layer.last_gates = g.detach()
         self.last_scalings = scalings

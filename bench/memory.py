@@ -1,0 +1,160 @@
+"""Peak memory of one `loralib`-preset training step, with and without gradient checkpointing
+(printed as a ratio; never asserted). Run: python bench/memory.py [--device cuda --shape llama-8b]
+
+A step is what the trainer does per optimizer step for one forward batch: the answer-only loss,
+backward, AdamW. The batch is random tokens (batch x length, the last quarter of each row the
+answer), the LoRA the `loralib` preset's (r=16, alpha 32, every attention and MLP Linear);
+`--method loramoe` fits LoRAMoE (E=8 fresh experts of rank 4 on the MLP, float32 trainables).
+Each configuration runs in its own process, so the figures do not mix:
+- CUDA: torch.cuda.max_memory_allocated during the step (model, optimizer states, activations);
+  the step time is the second step's, synchronised.
+- CPU: the process's peak resident memory (ru_maxrss) minus its resident memory before the step,
+  i.e. what the step added (the allocator keeps freed memory, so this is the step's high-water mark).
+
+Options: --shape embedded | llama-1b | llama-8b (randomly initialised with Llama-3.2-1B's /
+Llama-3-8B's shape), or --model NAME (any `loraocean.models.load` name, e.g. a local folder, with
+--quantize 4bit|8bit on CUDA); --batch, --length (default: the loralib preset's 8 x 1024);
+--dtype (default bf16 on CUDA, fp32 on CPU); --method lora | loramoe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+SHAPES = {  # Llama-3.2-1B and Llama-3-8B (random weights: memory and speed depend on shape only)
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+}
+
+
+def build_model(args):
+    from loraocean import models
+
+    dtype = getattr(torch, args.dtype)
+    if args.model:
+        return models.load(args.model, device=args.device, dtype=dtype, quantize=args.quantize)[0]
+    if args.shape == "embedded":
+        return models.load("smollm2-135m", device=args.device, dtype=dtype)[0]
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(max_position_embeddings=8192, rope_theta=500000.0, **SHAPES[args.shape])
+    with torch.device(args.device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.config.loraocean_name = args.shape
+    return model.eval()
+
+
+def trainable(model, method: str):
+    if method == "lora":
+        from peft import get_peft_model
+
+        from loraocean.library.presets import get_preset
+        from loraocean.library.train import lora_config
+
+        return get_peft_model(model, lora_config(model, get_preset("loralib")))
+    from loraocean.moe import get_method
+
+    m = get_method("loramoe")
+    moe = m.build(model, [], m.make_config({"n_experts": 8, "r": 4}))
+    moe.upcast_trainables()
+    return moe
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def child(args) -> dict:
+    """One configuration, in this process: prints a JSON line."""
+    from loraocean.trainer import answer_loss, checkpointing
+
+    torch.manual_seed(0)
+    model = trainable(build_model(args), args.method)
+    device = next(model.parameters()).device
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.length), device=device)
+    labels = ids.clone()
+    labels[:, : args.length * 3 // 4] = -100
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+
+    def step():
+        answer_loss(model, batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with checkpointing(model, args.checkpointing):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            step()
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device)
+            start = time.perf_counter()
+            step()
+            torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            before = 0
+        else:
+            before, high_before = rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            start = time.perf_counter()
+            step()
+            seconds = time.perf_counter() - start
+            high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            if high == high_before:
+                raise SystemExit("the step stayed below the loading's peak memory: use a larger --batch/--length")
+            peak = high * 1024 - before
+    n_trainable = sum(p.numel() for p in params)
+    return {"checkpointing": args.checkpointing, "peak_bytes": peak, "rss_before": before,
+            "seconds": seconds, "trainable": n_trainable, "device": str(device)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--shape", default="embedded", choices=["embedded", *SHAPES])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--quantize", default=None)
+    ap.add_argument("--method", default="lora", choices=["lora", "loramoe"])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--length", type=int, default=1024)
+    ap.add_argument("--dtype", default=None)
+    ap.add_argument("--checkpointing", type=int, default=None, help=argparse.SUPPRESS)  # child mode
+    args = ap.parse_args()
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    if args.checkpointing is not None:
+        args.checkpointing = bool(args.checkpointing)
+        print(json.dumps(child(args)))
+        return
+    what = args.model or args.shape
+    print(f"torch {torch.__version__}, {what} {args.dtype}{' ' + args.quantize if args.quantize else ''}, "
+          f"{args.method}, batch {args.batch} x {args.length}, device {args.device}"
+          + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else ""))
+    results = {}
+    for on in (0, 1):
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--checkpointing", str(on)],
+                             check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        results[on] = r
+        tokens = args.batch * args.length
+        print(f"checkpointing {'on ' if on else 'off'}: peak {r['peak_bytes'] / 2**30:.2f} GiB"
+              f"{' (step increment of resident memory)' if args.device == 'cpu' else ''}, "
+              f"step {r['seconds']:.2f} s, {tokens / r['seconds']:.0f} tokens/s, "
+              f"{r['trainable'] / 1e6:.2f} M trainable parameters")
+    print(f"peak memory with / without checkpointing: {results[1]['peak_bytes'] / results[0]['peak_bytes']:.2f}; "
+          f"step time with / without: {results[1]['seconds'] / results[0]['seconds']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
