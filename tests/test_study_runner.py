@@ -229,3 +229,52 @@ def test_stale_temp_folders_of_dead_writers_are_cleaned(tmp_path):
     run_study(cfg, run_dir, stages=standins.STAGES, fetch=False)
     assert not any(d.exists() for d in dead)
     assert not Library(lib_root).verify().leftovers
+
+
+CRASH = """\
+name: crash
+models: [tiny-llama]
+tasks:
+  targets: [bb_sports_understanding]
+  pool: [bb_snarks]
+library: {preset: smoke}
+methods: [base, target_lora]
+selection: {strategies: [manual], k: 1, shots: 2}
+seeds: [0]
+evaluation: {convention: lm-eval}
+caps: {max_train: 8, max_train_steps: 1, max_fit: 8, max_eval: 8}
+"""
+
+
+def test_kill_9_during_a_lora_write_then_rerun_leaves_a_clean_library(tmp_path):
+    """The real stages on a tiny model; the process is SIGKILLed inside a LoRA's atomic write (its
+    weights are in the temp folder, the card not yet), then the study is run again."""
+    from loraocean.library import Library
+    from loraocean.study.runner import Context
+
+    study = write(tmp_path, CRASH)
+    run_dir = tmp_path / "run"
+    script = tmp_path / "crash.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal
+        import loraocean.library.train as train
+        from loraocean.study import load_config, run_study
+
+        def die(folder, card, *args, **kwargs):  # called in the temp folder, before the rename
+            assert (folder / "adapter_model.safetensors").is_file()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        train.write_card = die
+        run_study(load_config({str(study)!r}), {str(run_dir)!r}, fetch=False)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
+    cfg = load_config(study)
+    lib = Library(Context(cfg=cfg, run_dir=run_dir, jobs={}).library_root("tiny-llama"))
+    report = lib.verify()
+    assert report.leftovers and not lib.list()  # half-written, and nothing that looks finished
+    summary = run_study(cfg, run_dir, fetch=False)
+    assert not summary.failed and all(is_done(run_dir, j) for j in expand(cfg))
+    report = lib.verify()
+    assert report.clean and not report.leftovers
+    assert sorted(e.task for e in lib.list()) == ["bb_snarks", "bb_sports_understanding"]
