@@ -33,27 +33,28 @@ def test_matrix_equals_per_pair_evaluate_and_a_rerun_evaluates_nothing(atlas_lib
     from loraocean.tasks import get_task, load_split
 
     model, tokenizer = tiny_llama
-    atlas = build(atlas_library, ModelRef("tiny-llama", model, tokenizer), TARGETS, tmp_path / "cells",
-                  limit=6, batch_size=4)
-    assert atlas.rows == [BASE] + LORAS and atlas.targets == TARGETS
-    assert atlas.evaluated == len(atlas.rows) * len(TARGETS)
-    for target in TARGETS:
+    targets = ["bb_snarks", "bb_sports_understanding"]  # short two-choice questions: a fast test
+    atlas = build(atlas_library, ModelRef("tiny-llama", model, tokenizer), targets, tmp_path / "cells",
+                  limit=3, batch_size=4)
+    assert atlas.rows == [BASE] + LORAS and atlas.targets == targets
+    assert atlas.evaluated == len(atlas.rows) * len(targets)
+    for target in targets:
         spec = get_task(target)
-        dev = load_split(spec, "dev", limit=6, seed=0)
-        assert atlas.n[target] == len(dev) == 6
-        assert atlas.value[(BASE, target)] == evaluate(model, tokenizer, spec, dev, batch_size=1).value
-        for task in LORAS:  # PEFT's own loader, one example per batch: an independent path
+        dev = load_split(spec, "dev", limit=3, seed=0)
+        assert atlas.n[target] == len(dev) == 3
+        assert atlas.value[(BASE, target)] == evaluate(model, tokenizer, spec, dev, batch_size=2).value
+        for task in LORAS:  # PEFT's own loader, other batches: an independent path
             peft = PeftModel.from_pretrained(model, str(atlas_library / "tiny-llama" / task))
-            want = evaluate(peft, tokenizer, spec, dev, batch_size=1).value
+            want = evaluate(peft, tokenizer, spec, dev, batch_size=2).value
             peft.unload()
             assert atlas.value[(task, target)] == pytest.approx(want, abs=1e-12), (task, target)
 
     fresh = ModelRef("tiny-llama")  # never loaded: every cell comes from the cache
-    again = build(atlas_library, fresh, TARGETS, tmp_path / "cells", limit=6, batch_size=4)
+    again = build(atlas_library, fresh, targets, tmp_path / "cells", limit=3, batch_size=4)
     assert again.evaluated == 0 and again.value == atlas.value and fresh._pair is None
     # another limit is other data: new cells
     other = build(atlas_library, ModelRef("tiny-llama", model, tokenizer), ["bb_snarks"], tmp_path / "cells",
-                  limit=4, batch_size=4)
+                  limit=2, batch_size=4)
     assert other.evaluated == len(atlas.rows)
 
 
