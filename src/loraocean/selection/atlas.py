@@ -58,49 +58,44 @@ def build(library: str | Path, model: str | ModelRef, targets: list[str], cache:
     if not targets:
         raise ConfigError("--targets is empty; name at least one catalog task, e.g. --targets bb_snarks")
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
-    entries = list_candidates(library, ref.name, "", include_target=True)
+    entries = list_candidates(library, ref.name, "", include_target=True)  # every LoRA of the model
     specs = [get_task(t) for t in targets]
     dev = {s.name: load_split(s, split, limit=limit, seed=seed) for s in specs}
-    cache = Path(cache)
     atlas = Atlas(ref.name, str(library), split, limit, seed, convention, [s.name for s in specs],
                   [BASE] + [e.task for e in entries], {})
+    checksums = {BASE: f"base:{ref.name}", **{e.task: sha256_file(e.path / WEIGHTS) for e in entries}}
+    cells = {(row, s.name): Path(cache) / (hash_obj([FORMAT, "atlas-cell", {
+        "adapter": checksums[row], "model": ref.name, "target": s.name, "split": split, "limit": limit,
+        "seed": seed, "data_hash": data_hash(dev[s.name]), "convention": convention}]) + ".json")
+        for row in atlas.rows for s in specs}
 
-    def cell_path(checksum: str, target: str) -> Path:
-        inputs = {"adapter": checksum, "model": ref.name, "target": target, "split": split,
-                  "limit": limit, "seed": seed, "data_hash": data_hash(dev[target]),
-                  "convention": convention}
-        return cache / f"{hash_obj([FORMAT, 'atlas-cell', inputs])}.json"
-
-    def fill(row: str, run_model, paths: dict[str, Path], tokenizer) -> None:
+    def run(row: str, run_model, tokenizer) -> None:
         for spec in specs:
-            path = paths[spec.name]
+            path = cells[(row, spec.name)]
             if not path.is_file():
                 r = evaluate(run_model, tokenizer, spec, dev[spec.name], convention=convention,
                              batch_size=batch_size, seed=seed)
                 write_json_atomic(path, {"row": row, "target": spec.name, "metric": r.metric,
                                          "value": float(r.value), "n": r.n})
                 atlas.evaluated += 1
-            cell = json.loads(path.read_text(encoding="utf-8"))
-            atlas.value[(row, spec.name)] = cell["value"]
-            atlas.metric[spec.name], atlas.n[spec.name] = cell["metric"], cell["n"]
 
-    def paths_of(checksum: str) -> dict[str, Path]:
-        return {s.name: cell_path(checksum, s.name) for s in specs}
-
-    base_paths = paths_of(f"base:{ref.name}")
-    lora_paths = {e.task: paths_of(sha256_file(e.path / WEIGHTS)) for e in entries}
-    missing = not all(p.is_file() for ps in [base_paths, *lora_paths.values()] for p in ps.values())
-    base, tokenizer = ref.loaded() if missing else (None, None)
-    fill(BASE, base, base_paths, tokenizer)
-    slot = open_slot(base, [e.path for e in entries]) if missing else None
-    try:
-        for entry in entries:
-            if slot is not None and not all(p.is_file() for p in lora_paths[entry.task].values()):
-                slot.load(entry.path)
-            fill(entry.task, slot.model if slot else None, lora_paths[entry.task], tokenizer)
-    finally:
-        if slot is not None:
+    todo = {row for (row, _), path in cells.items() if not path.is_file()}
+    if todo:  # the model is loaded only when some cell is missing
+        base, tokenizer = ref.loaded()
+        if BASE in todo:
+            run(BASE, base, tokenizer)
+        slot = open_slot(base, [e.path for e in entries])
+        try:
+            for entry in entries:
+                if entry.task in todo:
+                    slot.load(entry.path)
+                    run(entry.task, slot.model, tokenizer)
+        finally:
             slot.close()
+    for (row, target), path in cells.items():
+        cell = json.loads(path.read_text(encoding="utf-8"))
+        atlas.value[(row, target)] = cell["value"]
+        atlas.metric[target], atlas.n[target] = cell["metric"], cell["n"]
     return atlas
 
 
