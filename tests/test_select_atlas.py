@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 from scipy.stats import kendalltau, spearmanr
@@ -56,6 +57,16 @@ def test_matrix_equals_per_pair_evaluate_and_a_rerun_evaluates_nothing(atlas_lib
     other = build(atlas_library, ModelRef("tiny-llama", model, tokenizer), ["bb_snarks"], tmp_path / "cells",
                   limit=2, batch_size=4)
     assert other.evaluated == len(atlas.rows)
+    # a new LoRA and a retrained one (other weights, other checksum): only their rows are evaluated
+    grown = tmp_path / "grown"
+    shutil.copytree(atlas_library, grown)
+    make_lora(model, grown / "tiny-llama" / "bb_implicatures", "bb_implicatures", seed=99)
+    make_lora(model, grown / "tiny-llama" / "bb_winowhy", "bb_winowhy", seed=98)
+    third = build(grown, ModelRef("tiny-llama", model, tokenizer), targets, tmp_path / "cells", limit=3,
+                  batch_size=4)
+    assert third.evaluated == 2 * len(targets)
+    assert all(third.value[(row, t)] == atlas.value[(row, t)] for row in atlas.rows if row != "bb_winowhy"
+               for t in targets)
 
 
 def hand_atlas(library) -> Atlas:
