@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from loraocean.artifacts import write_bytes_atomic
 
 
 def _plt():
@@ -118,3 +121,26 @@ def routing_heatmap(method: str, layers: list[str], experts: list[str], matrix: 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def atlas_heatmap(rows: list[str], targets: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
+    """The transfer atlas: one row per LoRA (the base model first), one column per target, the
+    dev score of that LoRA alone on that target, written in each cell."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.0, 2.5 + 0.9 * len(targets)), max(2.5, 1.2 + 0.32 * len(rows))))
+    im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+    for i in range(len(rows)):
+        for j in range(len(targets)):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if matrix[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(targets)), targets, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("target (dev split)")
+    ax.set_ylabel("LoRA")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, label="dev score")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())

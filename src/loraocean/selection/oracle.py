@@ -35,13 +35,18 @@ class Oracle:
                 slot.load(entry.path)
                 result = evaluate(slot.model, tokenizer, spec, dev, convention="lm-eval",
                                   batch_size=self.batch_size)
-                scored.append((float(result.value), result, entry))
+                scored.append((float(result.value), result.metric, result.n, entry))
         finally:
             slot.close()
-        scored.sort(key=lambda s: (-s[0], s[2].task))
-        return [Choice(e.task, round(v, 6),
-                       f"USES TARGET LABELS: dev {r.metric} {v:.3f} alone on {r.n} {target_task} dev examples",
-                       str(e.path)) for v, r, e in scored]
+        return rank(scored, target_task)
+
+
+def rank(scored: list[tuple], target_task: str, split: str = "dev") -> list[Choice]:
+    """`(score, metric, n, entry)` per candidate -> Choices, best score first (ties by task name)."""
+    scored = sorted(scored, key=lambda s: (-s[0], s[3].task))
+    return [Choice(e.task, round(v, 6),
+                   f"USES TARGET LABELS: {split} {metric} {v:.3f} alone on {n} {target_task} {split} examples",
+                   str(e.path)) for v, metric, n, e in scored]
 
 
 def against_oracle(sel, oracle) -> dict:
