@@ -237,15 +237,13 @@ def world(tmp_path_factory, tiny_llama):
     (pickled / "config.json").write_text(json.dumps(model.config.to_dict()))
     (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
     # MoE checkpoints: a healthy one and damaged copies
+    from loraocean.models import load
     from loraocean.moe import fit
 
     ckpt = W / "moe" / "ok"
-    fit("uniform", "tiny-llama", [str(adapter)], "bb_snarks", ckpt, preset="smoke", model=model,
-        tokenizer=tiny_llama[1])
-    from loraocean.models import load
-
-    tiny_llama_fresh = load("tiny-llama")  # fit changed the shared model in place; keep it clean
-    model.load_state_dict(tiny_llama_fresh[0].state_dict(), strict=False)
+    own, tokenizer = load("tiny-llama")  # fit injects MoE layers: never into the shared model
+    fit("uniform", "tiny-llama", [str(adapter)], "bb_snarks", ckpt, preset="smoke", model=own,
+        tokenizer=tokenizer)
     for name, hurt in {
         "flip": lambda c: _flip(c / "moe_model.safetensors"),
         "truncated": lambda c: _truncate(c / "moe_model.safetensors"),
