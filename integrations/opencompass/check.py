@@ -36,6 +36,7 @@ def make_lora(out: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from loraocean.library.card import write_card
     from loraocean.models import load
 
     torch.manual_seed(0)
@@ -43,7 +44,7 @@ def make_lora(out: Path) -> None:
     peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                             init_lora_weights=False))
     peft.save_pretrained(out)
-    (out / "card.json").write_text(json.dumps({"model": "tiny-llama", "task": "bb_" + TASK.replace("/", "_")}))
+    write_card(out, {"model": "tiny-llama", "task": "bb_" + TASK.replace("/", "_")})  # sealed, as ours are
 
 
 def main() -> None:
