@@ -196,6 +196,8 @@ def bench_layer(repeats: int, r: int, case: str) -> tuple[Time, Time, Time]:
 def make_adapters(name: str, root: Path, n: int = 3) -> list[Path]:
     from peft import LoraConfig, get_peft_model
 
+    from loraocean.library.card import write_card
+
     paths = []
     for i in range(n):
         base, _ = models.load(name)
@@ -204,6 +206,7 @@ def make_adapters(name: str, root: Path, n: int = 3) -> list[Path]:
                                                      target_modules=models.targets(base, "all")))
         paths.append(root / f"a{i}")
         peft_model.save_pretrained(paths[-1])
+        write_card(paths[-1], {"model": name, "task": f"bench{i}"})  # sealed, as library adapters are
     return paths
 
 
