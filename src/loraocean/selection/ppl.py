@@ -38,9 +38,7 @@ class Ppl:
         if not examples:
             raise LoraOceanError(f"ppl selection for {target_task!r} needs target examples (--shots >= 1)")
         base, tokenizer = model.loaded()
-        encoded = [encode(ex, tokenizer, add_eos=False) for ex in examples]
-        prepared = prepare(encoded, pad_id_of(tokenizer), self.batch_size, self.share_prefix)
-        tokens = sum(sum(1 for x in e.labels if x != IGNORE) for e in encoded)
+        prepared, tokens = prepare_examples(examples, tokenizer, self.batch_size, self.share_prefix)
         slot = open_slot(base, [e.path for e in candidates], self.swap)
         scored = []
         try:
@@ -53,3 +51,10 @@ class Ppl:
         return [Choice(e.task, round(p, 6),
                        f"answer perplexity {p:.3f} on {len(examples)} target examples ({tokens} tokens)",
                        str(e.path)) for p, e in scored]
+
+
+def prepare_examples(examples: list, tokenizer, batch_size: int, share_prefix: bool):
+    """The target examples encoded and batched for `score`, and their number of answer tokens."""
+    encoded = [encode(ex, tokenizer, add_eos=False) for ex in examples]
+    tokens = sum(sum(1 for x in e.labels if x != IGNORE) for e in encoded)
+    return prepare(encoded, pad_id_of(tokenizer), batch_size, share_prefix), tokens

@@ -12,12 +12,11 @@
 
 from __future__ import annotations
 
-from loraocean.batching import IGNORE, encode
 from loraocean.errors import ConfigError, LoraOceanError
-from loraocean.evaluation.answer_nll import perplexity, prepare, score
-from loraocean.evaluation.choice import pad_id_of
+from loraocean.evaluation.answer_nll import perplexity, score
 from loraocean.selection.base import Choice, ModelRef, strategy
 from loraocean.selection.diversity import least_overlap, weight_cosine_matrix
+from loraocean.selection.ppl import prepare_examples
 from loraocean.selection.swap import open_slot
 
 
@@ -43,9 +42,7 @@ class Rocket:
             raise ConfigError(f"rocket's shortlist ({size}) is smaller than k ({k}); raise --pool")
         spec = get_task(target_task)
         base, tokenizer = model.loaded()
-        encoded = [encode(ex, tokenizer, add_eos=False) for ex in examples]
-        prepared = prepare(encoded, pad_id_of(tokenizer), self.batch_size, True)
-        tokens = sum(sum(1 for x in e.labels if x != IGNORE) for e in encoded)
+        prepared, tokens = prepare_examples(examples, tokenizer, self.batch_size, True)
         slot = open_slot(base, [e.path for e in candidates], self.swap)
         scored = []
         try:
