@@ -361,3 +361,21 @@ def test_bigbench_generate_task_from_target(tmp_path, capsys):
     (folder / "task.json").write_text(json.dumps(task))
     assert cli("tasks", "validate", folder / "task.json") == 2
     assert "field 'examples[4].target'" in capsys.readouterr().err
+
+
+def test_bigbench_string_booleans_mean_their_boolean(tmp_path):
+    """BIG-bench 1.0.0 has a task with "append_choices_to_input": "false" (a string): it means
+    false, so the choices are not appended; any other string stays an error."""
+    from loraocean.errors import DataError
+    from loraocean.tasks.sources.bigbench import _load_json, convert
+
+    row = {"input": "Sky?", "target_scores": {"blue": 1, "green": 0}}
+    for value, appended in (("false", False), ("True", True), (False, False)):
+        path = tmp_path / f"{value}.json"
+        path.write_text(json.dumps({"examples": [row], "append_choices_to_input": value}))
+        (ex,) = convert(_load_json(path), "t", path)
+        assert ("blue" in ex.input) is appended, (value, ex.input)
+    path = tmp_path / "maybe.json"
+    path.write_text(json.dumps({"examples": [row], "append_choices_to_input": "maybe"}))
+    with pytest.raises(DataError, match="append_choices_to_input"):
+        _load_json(path)

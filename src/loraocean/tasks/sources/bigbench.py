@@ -74,6 +74,10 @@ def _load_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise DataError(path, f"the top level is a JSON {type(data).__name__}, not an object",
                         fix="a BIG-bench task.json is an object with an 'examples' list")
+    append = data.get("append_choices_to_input")
+    if isinstance(append, str) and append.strip().lower() in ("true", "false"):
+        # BIG-bench 1.0.0 ships one task with the string "false"; its author meant the boolean
+        data["append_choices_to_input"] = append.strip().lower() == "true"
     for key, kind, what in (("task_prefix", str, "a text"), ("append_choices_to_input", bool, "true or false"),
                             ("examples", list, "a list of objects")):
         if key in data and data[key] is not None and not isinstance(data[key], kind):
