@@ -203,6 +203,20 @@ def check_writable(path: str | Path, option: str, *, file: bool = False) -> None
     os.unlink(probe)
 
 
+def read_json_object(path: str | Path, fix: str = "") -> dict:
+    """A JSON file holding an object; unreadable, non-UTF-8, invalid or non-object files raise a
+    DataError naming the file (and the line of a syntax error)."""
+    from loraocean.errors import DataError
+
+    try:
+        data = json.loads(read_text(path, fix=fix))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno, fix=fix) from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"the top level is a JSON {type(data).__name__}, not an object", fix=fix)
+    return data
+
+
 def read_text(path: str | Path, fix: str = "") -> str:
     """A text file's contents; unreadable or non-UTF-8 files raise a DataError naming the file."""
     from loraocean.errors import DataError

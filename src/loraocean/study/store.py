@@ -20,7 +20,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from loraocean.artifacts import read_text
+from loraocean.artifacts import read_json_object, read_text
 from loraocean.errors import ConfigError, DataError, LoraOceanError
 
 DB_NAME = "results.sqlite"
@@ -40,13 +40,7 @@ def _load(path: Path, fix: str = "") -> dict | None:
     if not path.is_file():
         return None
     fix = fix or f"remove {path.parent} and rerun `loraocean run` to redo that job"
-    try:
-        data = json.loads(read_text(path, fix=fix))
-    except json.JSONDecodeError as err:
-        raise DataError(path, f"damaged ({err.msg})", line=err.lineno, fix=fix) from None
-    if not isinstance(data, dict):
-        raise DataError(path, f"damaged (a JSON {type(data).__name__}, not an object)", fix=fix)
-    return data
+    return read_json_object(path, fix=fix)
 
 
 STUDY_FIELDS = {"name": str, "config_hash": str, "config": dict, "versions": dict, "jobs": list}

@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from loraocean.artifacts import atomic_dir, package_versions, read_text, sha256_file, write_json_atomic
+from loraocean.artifacts import atomic_dir, package_versions, read_json_object, sha256_file, write_json_atomic
 from loraocean.errors import ConfigError, DataError
 from loraocean.paths import home
 from loraocean.tasks.example import SPLITS, Example, TaskSpec
@@ -113,11 +113,8 @@ def read_store(path: str | Path) -> tuple[dict, dict[str, list[Example]]]:
     if not meta_path.is_file():
         raise DataError(path, "not a prepared task (no metadata.json)",
                         fix="run `loraocean tasks prepare TASK --out DIR`")
-    try:
-        meta = json.loads(read_text(meta_path))
-    except json.JSONDecodeError as err:
-        raise DataError(meta_path, f"malformed JSON ({err.msg})", line=err.lineno) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = read_json_object(meta_path, fix="prepare the task again")
+    if meta.get("format") != FORMAT:
         raise DataError(meta_path, f"expected format {FORMAT!r}", field="format")
     splits = {}
     for split in SPLITS:

@@ -7,11 +7,10 @@ the highest score); tasks with only `target` become generate tasks. When the fil
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from loraocean.artifacts import read_text
+from loraocean.artifacts import read_json_object
 from loraocean.errors import DataError, LoraOceanError
 from loraocean.paths import home
 from loraocean.tasks.example import Example
@@ -66,14 +65,8 @@ def list_tasks(root: str | Path) -> list[tuple[str, Path]]:
 
 def _load_json(path: Path) -> dict:
     """The task file's top-level object (a DataError for unreadable, non-UTF-8 or non-object files)."""
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as err:
-        raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno,
-                        fix="repair the file or re-fetch it") from None
-    if not isinstance(data, dict):
-        raise DataError(path, f"the top level is a JSON {type(data).__name__}, not an object",
-                        fix="a BIG-bench task.json is an object with an 'examples' list")
+    data = read_json_object(path, fix="repair or re-fetch it: a BIG-bench task.json is an object "
+                                      "with an 'examples' list")
     append = data.get("append_choices_to_input")
     if isinstance(append, str) and append.strip().lower() in ("true", "false"):
         # BIG-bench 1.0.0 ships one task with the string "false"; its author meant the boolean
