@@ -54,8 +54,9 @@ def test_shipped_studies_load_and_meet_their_brief():
     paper = load_config(find_study("loralib"))
     counts = Counter(j.kind for j in expand(paper))
     assert len(paper.models) == 17 and len(paper.tasks.targets) == 40
-    assert counts == {"lora": 17 * 40, "select": 17 * 40 * 3, "fit": 17 * 40 * 3 * 3,
-                      "eval": 17 * 40 * (3 * 3 + 1)}
+    # 3 strategies x 3 methods, and rocket also on its own default selection (the `rocket` strategy)
+    assert counts == {"lora": 17 * 40, "select": 17 * 40 * 4, "fit": 17 * 40 * (3 * 3 + 1),
+                      "eval": 17 * 40 * (3 * 3 + 1 + 1)}
     from loraocean.models.architectures import FAMILIES
     assert len(FAMILIES) == 17
     load_config(find_study("ci"), quick=True)
@@ -143,7 +144,8 @@ def test_cli_dry_run_lists_jobs_and_cost(tmp_path):
     assert "study t" in out and "4 to run" not in out
     n = len(expand(load_config(tmp_path / "s.yaml")))
     assert f"{n} jobs, 0 cached, {n} to run" in out
-    assert "lora: 4 jobs, 0 cached" in out and "fit: 4 jobs" in out and "eval: 5 jobs" in out
+    # rocket is fitted on ppl, manual and its own default selection (rocket): 2 + 3 fits
+    assert "lora: 4 jobs, 0 cached" in out and "fit: 5 jobs" in out and "eval: 6 jobs" in out
     assert not (tmp_path / "run" / "jobs").exists()  # a dry run writes nothing
 
 

@@ -4,6 +4,8 @@ promises, the same seed gives the same bytes, and an interrupted save leaves not
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -143,8 +145,8 @@ def test_embedded_model_adapter_reloads_with_identical_logits(tmp_path):
     from peft import PeftModel
 
     model, tok = load("smollm2-135m")
-    quick = PRESETS["lite"].replace(name="quick", max_steps=1, batch_size=2, train_limit=2,
-                                    max_length=128)
+    quick = replace(PRESETS["lite"].with_train(max_steps=1, batch_size=2), name="quick", train_limit=2,
+                    max_length=128)
     ids = torch.tensor([tok("Book a table for two tonight").input_ids], device=DEVICE)
     with torch.no_grad():
         base_logits = model(input_ids=ids).logits
