@@ -109,6 +109,29 @@ def test_presets_are_complete_and_stale_detection():
     assert not presets.is_stale({"name": "imported", "r": 8})
 
 
+def test_library_preset_is_the_shared_shape_with_the_flat_card_it_always_had():
+    """One Preset shape (nested TrainConfig) for the library and the MoE fits; a card keeps the flat
+    form every existing card has (its values as written before the change), so none turns stale."""
+    from loraocean.moe.presets import get_preset as fit_preset
+    from loraocean.presets import Preset
+
+    lite = PRESETS["lite"]
+    assert isinstance(lite, Preset) and isinstance(fit_preset("lite"), Preset)
+    assert lite.to_dict() == {
+        "name": "lite", "r": 8, "alpha": 16, "dropout": 0.05, "part": "all", "lr": 5e-4, "epochs": 1.0,
+        "max_steps": 40, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.05, "weight_decay": 0.0,
+        "max_grad_norm": 1.0, "max_length": 256, "train_limit": 320, "template": "auto",
+        "gradient_checkpointing": False, "micro_batch": None, "max_memory_gib": None}
+    assert lite.train_config(7).seed == 7 and lite.train_config(7).lr == 5e-4
+    # the one way to cap, the same for both tables
+    for p in (lite, fit_preset("lite")):
+        capped = p.capped(96, 12)
+        assert capped.name == "lite[max_examples=96,max_steps=12]"
+        assert (capped.train_limit, capped.train.max_steps, capped.train.lr) == (96, 12, p.train.lr)
+    assert not presets.is_stale(lite.capped(96, 12).to_dict())  # its own name: never read as stale lite
+    assert lite.with_train(micro_batch=2).values() == lite.values()  # execution fields: not stale
+
+
 def cli(*args) -> int:
     """Run the CLI in this process (as the console script does); returns the exit code."""
     from loraocean.cli import main
