@@ -69,7 +69,7 @@ def test_card_records_everything(tiny_llama, tmp_path):
     assert card["n_train"] == SMOKE.train_limit and len(card["data_hash"]) == 64
     assert card["template"] == "plain"  # the byte tokenizer has no chat template
     t = card["train"]
-    assert t["steps"] == len(t["loss_curve"]) == SMOKE.max_steps
+    assert t["steps"] == len(t["loss_curve"]) == SMOKE.train.max_steps
     assert t["tokens"] > 0 and card["tokens_per_second"] > 0 and card["seconds"] > 0
     assert card["versions"]["peft"] and card["versions"]["torch"]
 

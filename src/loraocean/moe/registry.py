@@ -25,8 +25,8 @@ A third-party package adds one with
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from dataclasses import dataclass, field, fields
 from types import UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
