@@ -96,10 +96,10 @@ def run_baseline(model, tok, encoded, preset, seed, device):
                 losses.append(logs["loss"])
 
     args = TrainingArguments(
-        output_dir="/tmp/loraocean-bench-trainer", per_device_train_batch_size=preset.batch_size,
-        gradient_accumulation_steps=preset.grad_accum, learning_rate=preset.lr,
-        max_steps=preset.max_steps, lr_scheduler_type="cosine", warmup_steps=preset.warmup_ratio,
-        weight_decay=preset.weight_decay, max_grad_norm=preset.max_grad_norm, seed=seed,
+        output_dir="/tmp/loraocean-bench-trainer", per_device_train_batch_size=preset.train.batch_size,
+        gradient_accumulation_steps=preset.train.grad_accum, learning_rate=preset.train.lr,
+        max_steps=preset.train.max_steps, lr_scheduler_type="cosine", warmup_steps=preset.train.warmup_ratio,
+        weight_decay=preset.train.weight_decay, max_grad_norm=preset.train.max_grad_norm, seed=seed,
         logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
         dataloader_num_workers=0, use_cpu=not device.startswith("cuda"),
         bf16=device.startswith("cuda"))
@@ -131,6 +131,8 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
 
+    from dataclasses import replace
+
     from loraocean.batching import encode
     from loraocean.library.presets import get_preset
     from loraocean.library.train import train_examples
@@ -140,14 +142,14 @@ def main() -> None:
     model, tok = load(a.model)
     device = str(next(model.parameters()).device)
     base = get_preset(a.preset)
-    n = a.steps * base.batch_size * base.grad_accum
-    preset = base.replace(max_steps=a.steps, epochs=1.0, train_limit=n)
+    n = a.steps * base.train.batch_size * base.train.grad_accum
+    preset = replace(base.with_train(max_steps=a.steps, epochs=1.0), train_limit=n)
     _, examples = train_examples(a.task, preset, a.seed)
     template = template_name(tok, preset.template)
     encoded = [encode(ex, tok, template, max_length=preset.max_length) for ex in examples]
     tokens = sum(len(e) for e in encoded)
     print(f"{a.model} on {device} ({torch.get_num_threads()} threads), {a.task}: {len(encoded)} "
-          f"examples, {tokens} real tokens, {a.steps} steps of {base.batch_size}x{base.grad_accum}, "
+          f"examples, {tokens} real tokens, {a.steps} steps of {base.train.batch_size}x{base.train.grad_accum}, "
           f"preset {a.preset} values", flush=True)
     best = {"ours": None, "baseline": None}
     best_cpu = {"ours": None, "baseline": None}

@@ -3,6 +3,8 @@ and gives identical logits; unknown families fall back to every Linear except th
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -13,8 +15,8 @@ from loraocean.models import load, targets
 from loraocean.models.architectures import FAMILIES, matches
 
 # Same 8 examples every step at a high learning rate: the loss must fall within 8 steps.
-OVERFIT = PRESETS["smoke"].replace(name="overfit", lr=1e-2, max_steps=8, epochs=8, batch_size=8,
-                                   train_limit=8, max_length=64)
+OVERFIT = replace(PRESETS["smoke"].with_train(lr=1e-2, max_steps=8, epochs=8, batch_size=8),
+                  name="overfit", train_limit=8, max_length=64)
 
 
 def test_seventeen_families():

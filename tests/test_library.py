@@ -222,7 +222,7 @@ def test_build_skips_finished_and_a_nan_pair_fails_alone(tmp_path):
     assert Library(root).verify().clean
     assert {e.task: e.card["weights_sha256"] for e in Library(root).list()} == shas  # same seed, same bytes
     # another preset makes the pairs stale: skipped unless asked, retrained when asked
-    other = SMOKE.replace(lr=2e-3)
+    other = SMOKE.with_train(lr=2e-3)
     assert [r.status for r in build(root, ["tiny-llama"], TASKS[:1], other)] == ["stale"]
     assert [r.status for r in build(root, ["tiny-llama"], TASKS[:1], other, retrain_stale=True)] == ["trained"]
     assert Library(root).get("tiny-llama", TASKS[0]).card["preset"]["lr"] == 2e-3

@@ -147,7 +147,7 @@ def test_lbc_without_task_types_is_the_plain_balance_by_hand():
 def test_task_types_localize_only_a_mixed_fit():
     from types import SimpleNamespace
 
-    from loraocean.moe.fit import task_types
+    from loraocean.moe.methods.loramoe import task_types
 
     nlu = SimpleNamespace(category="nlu")
     knowledge = SimpleNamespace(category="knowledge")
@@ -155,6 +155,59 @@ def test_task_types_localize_only_a_mixed_fit():
     assert task_types(nlu, plain) is None and task_types(knowledge, plain) is None
     mixed = plain[:2] + [SimpleNamespace(metadata={"task_type": 1}) for _ in range(2)]
     assert task_types(nlu, mixed) == [0, 0, 1, 1]
+
+
+def test_loramoe_batch_hook_sets_each_batch_task_types():
+    """LoRAMoE's own hook (no other method has one): the batch's types, in the batch's order."""
+    from types import SimpleNamespace
+
+    method = get_method("loramoe")
+    assert [m.name for m in all_methods().values() if m.batch_hook] == ["loramoe"]
+    moe = SimpleNamespace(device=torch.device("cpu"), task_type="unset")
+    examples = [SimpleNamespace(metadata={"task_type": t}) for t in (0, 1, 1, 0, 1)]
+    hook = method.batch_hook(moe, SimpleNamespace(spec=SimpleNamespace(category="nlu"), train=examples))
+    hook([4, 0, 2])
+    assert moe.task_type.tolist() == [1, 0, 1]
+    plain = [SimpleNamespace(metadata={}) for _ in range(3)]
+    method.batch_hook(moe, SimpleNamespace(spec=SimpleNamespace(category="nlu"), train=plain))([0, 1])
+    assert moe.task_type is None  # one type in the whole fit: the plain balance
+
+
+def test_build_names_the_model_once_at_registration(adapters):
+    """The model a method builds carries its registered name; no module types it a second time."""
+    import inspect
+
+    from loraocean.moe import methods
+
+    for name in ("uniform", "rocket", "target_lora"):
+        experts = [load_adapter(p) for p in adapters][: 1 if name == "target_lora" else 3]
+        moe = get_method(name).build(load("tiny-llama")[0], experts, get_method(name).make_config())
+        assert moe.method == name
+    for module in vars(methods).values():
+        if inspect.ismodule(module):
+            assert "MoEModel(base, \"" not in inspect.getsource(module)
+
+
+def test_fit_applies_training_overrides_and_records_them(adapters, data, tmp_path):
+    """Overrides replace the preset's fields for this fit only (the smoke cap of 3 steps stays)."""
+    from loraocean.errors import ConfigError
+
+    _, _, tok = data
+    card = fit("rocket", "tiny-llama", [str(p) for p in adapters], TASK, tmp_path / "r", preset="smoke",
+               model=load("tiny-llama")[0], tokenizer=tok, train={"lr": 5e-5, "epochs": 5})
+    assert (card["train_config"]["lr"], card["train_config"]["epochs"], card["train_config"]["max_steps"]) \
+        == (5e-5, 5, 3)
+    assert card["train_overrides"] == {"lr": 5e-5, "epochs": 5} and card["train_log"]["steps"] == 3
+    plain = fit("rocket", "tiny-llama", [str(p) for p in adapters], TASK, tmp_path / "p", preset="smoke",
+                model=load("tiny-llama")[0], tokenizer=tok)
+    assert plain["train_config"]["lr"] == 1e-3 and "train_overrides" not in plain  # the preset's budget
+    assert get_method("rocket").train_overrides == {"lr": 5e-5, "epochs": 5}  # documented, not applied
+    with pytest.raises(ConfigError, match="uniform does not train"):
+        fit("uniform", "tiny-llama", [str(p) for p in adapters], TASK, tmp_path / "u", preset="smoke",
+            model=load("tiny-llama")[0], tokenizer=tok, train={"lr": 1e-4})
+    with pytest.raises(ConfigError, match="lrr"):
+        fit("rocket", "tiny-llama", [str(p) for p in adapters], TASK, tmp_path / "x", preset="smoke",
+            model=load("tiny-llama")[0], tokenizer=tok, train={"lrr": 1e-4})
 
 
 def test_routing_stats_and_fit_writes_checkpoint(adapters, data, tmp_path):
@@ -211,7 +264,7 @@ def test_capped_preset_is_a_named_copy():
     before = dict(PRESETS)
     lite = get_preset("lite")
     capped = lite.capped(64, 8)
-    assert capped.name == "lite[max_fit=64,max_steps=8]"
+    assert capped.name == "lite[max_examples=64,max_steps=8]"
     assert (capped.train_limit, capped.train.max_steps, capped.train.lr) == (64, 8, lite.train.lr)
     assert lite.capped(10_000, None).train_limit == lite.train_limit  # a cap never raises the limit
     assert lite.capped() is lite and get_preset(capped) is capped

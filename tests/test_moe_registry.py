@@ -60,3 +60,45 @@ def test_entry_point_method_builds_trains_and_round_trips(installed, tmp_path):
 def test_unknown_method_names_the_group():
     with pytest.raises(UnknownNameError, match="loraocean.methods"):
         registry.get_method("no_such_method")
+
+
+STUDY = """\
+name: thirdparty
+models: [tiny-llama]
+tasks:
+  targets: [bb_sports_understanding]
+  pool: [bb_anachronisms, bb_strategyqa]
+library: {preset: smoke}
+methods:
+  - base
+  - {name: first_heavy, config: {lead: 0.6}, train: {lr: 5.0e-3}}
+selection: {strategies: [random], k: 2, shots: 4}
+evaluation: {convention: lm-eval, batch_size: 8}
+caps: {max_train: 8, max_train_steps: 1, max_fit: 8, max_fit_steps: 2, max_eval: 8}
+"""
+
+
+def test_entry_point_method_runs_through_a_study(installed, tmp_path):
+    """An installed package's method in a study: validated, fitted (with the training override the
+    file names), evaluated and reported by study/ and report/, which know no method by name."""
+    import json
+
+    from loraocean.report import write_report
+    from loraocean.study import load_config, query, run_study
+
+    (tmp_path / "s.yaml").write_text(STUDY)
+    cfg = load_config(tmp_path / "s.yaml")
+    summary = run_study(cfg, tmp_path / "run", fetch=False)
+    assert not summary.failed and summary.ran == 3 + 1 + 1 + 2  # 3 LoRAs (pool + target), 1 selection, 1 fit, 2 evals
+    df = query(tmp_path / "run")
+    assert sorted(zip(df.method, df.selection)) == [("base", "none"), ("first_heavy", "random")]
+    fit_dir = next((tmp_path / "run" / "jobs").glob("fit-*"))
+    card = json.loads((fit_dir / "result.json").read_text())["card"]
+    assert card["method"] == "first_heavy" and card["options"] == {"lead": 0.6}
+    assert card["train_config"]["lr"] == 5e-3 and card["train_log"]["steps"] == 2
+    assert card["train_overrides"] == {"lr": 5e-3}
+    md, _ = write_report(tmp_path / "run")
+    text = md.read_text()
+    assert "| first_heavy |" in text and "first_heavy: lr=0.005" in text
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["train_overrides"] == {
+        "first_heavy": {"lr": 5e-3}}

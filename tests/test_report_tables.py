@@ -100,7 +100,8 @@ def test_report_of_a_run(tmp_path):
     text = md.read_text()
     html = page.read_text()
     df = query(run_dir)
-    assert len(df) == 2 * (2 + 9) * 2  # targets x (references + methods x selections) x conventions
+    # targets x (references + methods x selections + rocket on its own selection) x conventions
+    assert len(df) == 2 * (2 + 9 + 1) * 2
     # the method x target table of the report holds the stored values
     lm = df[df.convention == "lm-eval"]
     r = lm[(lm.method == "loramoe") & (lm.selection == "manual") & (lm.target == "bb_intent_recognition")].iloc[0]
@@ -141,9 +142,15 @@ def test_report_of_a_run(tmp_path):
     for f in figures:
         assert f"figures/{f}" in text and f"figures/{f}" in html
     # the selection overlap includes the compare-only embedding strategy
-    assert "| strategy | ppl | random | manual | embedding |" in text
+    assert "| strategy | ppl | random | manual | rocket | embedding |" in text
     experts = json.loads(r["experts"])
     assert len(experts) == 2
+    # rocket's own default selection is a fitted strategy of rocket only, and the report says so
+    assert set(df[df.selection == "rocket"].method) == {"rocket"}
+    assert "rocket was also fitted on the experts of rocket selection (its own)" in text
+    assert "Equal budgets: every trained method trained with the preset's budget" in text
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["train_overrides"] == {} and data["own_selections"] == {"rocket": ["rocket"]}
 
 
 def test_trained_methods_are_compared_with_the_uniform_baseline_when_present():

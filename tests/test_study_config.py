@@ -54,8 +54,9 @@ def test_shipped_studies_load_and_meet_their_brief():
     paper = load_config(find_study("loralib"))
     counts = Counter(j.kind for j in expand(paper))
     assert len(paper.models) == 17 and len(paper.tasks.targets) == 40
-    assert counts == {"lora": 17 * 40, "select": 17 * 40 * 3, "fit": 17 * 40 * 3 * 3,
-                      "eval": 17 * 40 * (3 * 3 + 1)}
+    # 3 strategies x 3 methods, and rocket also on its own default selection (the `rocket` strategy)
+    assert counts == {"lora": 17 * 40, "select": 17 * 40 * 4, "fit": 17 * 40 * (3 * 3 + 1),
+                      "eval": 17 * 40 * (3 * 3 + 1 + 1)}
     from loraocean.models.architectures import FAMILIES
     assert len(FAMILIES) == 17
     load_config(find_study("ci"), quick=True)
@@ -98,6 +99,17 @@ def test_quick_section_is_merged(tmp_path):
     (("caps: {max_eval: 10}", "caps: {max_eval: -3}"), "caps.max_eval", ["positive integer"]),
     (("caps: {max_eval: 10}", "caps: {max_eval: ten}"), "caps.max_eval", ["must be a positive integer"]),
     (("name: t", "name: t\nevaluation: {convention: helm}"), "evaluation.convention", ["unknown convention"]),
+    (("config: {}", "train: {lrr: 1.0e-4}"), "methods[2].train.lrr", ["line 10", "unknown training setting 'lrr'",
+                                                                      "known: lr, epochs"]),
+    (("config: {}", "train: {lr: -1}"), "methods[2].train.lr", ["must be a positive number (got -1)"]),
+    (("config: {}", "train: {max_steps: 2.5}"), "methods[2].train.max_steps", ["a positive integer"]),
+    (("config: {}", "train: {epochs: five}"), "methods[2].train.epochs", ["a positive number"]),
+    (("config: {}", "budget: {lr: 1}"), "methods[2].budget", ["unknown key 'budget'"]),
+    (("  - base\n", "  - {name: base, train: {lr: 0.1}}\n"), "methods[0].train", ["a reference"]),
+    (("  - base\n", "  - base\n  - {name: uniform, train: {lr: 0.1}}\n"), "methods[1].train",
+     ["uniform does not train"]),
+    (("config: {}", "selection: [handpicked]"), "methods[2].selection[0]", ["unknown selection strategy"]),
+    (("name: t", "name: t\nlibrary: {preset: lite2}"), "library.preset", ["unknown preset 'lite2'", "'lite'"]),
 ])
 def test_bad_configs_name_the_yaml_path(tmp_path, change, path, words):
     text = GOOD.replace(*change)
@@ -108,6 +120,45 @@ def test_bad_configs_name_the_yaml_path(tmp_path, change, path, words):
     assert f"study.yaml" in msg and f": {path}: " in msg, msg
     for word in words:
         assert word in msg, msg
+
+
+def _fits(cfg) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for job in expand(cfg):
+        if job.kind == "fit":
+            out.setdefault(job.inputs["method"], []).append(job.inputs["selection"])
+    return out
+
+
+def test_training_overrides_change_only_that_methods_jobs(tmp_path):
+    """Equal budgets by default; an override named in the study file goes into its method's fit
+    inputs only, so every other key (and the config hash of files without one) stays the same."""
+    from loraocean.artifacts import hash_obj
+
+    plain = load_text(tmp_path, GOOD)
+    assert all("train" not in m and "selection" not in m for m in plain.to_dict()["methods"])
+    assert all("train" not in j.inputs for j in expand(plain))
+    tuned = load_text(tmp_path, GOOD.replace("config: {}", "config: {}\n    train: {lr: 5.0e-5, epochs: 5}"))
+    assert tuned.methods[2].train == {"lr": 5.0e-5, "epochs": 5}
+    assert hash_obj(tuned.to_dict()) != hash_obj(plain.to_dict())
+    before, after = {j.key: j for j in expand(plain)}, {j.key: j for j in expand(tuned)}
+    changed = [j for k, j in before.items() if k not in after]
+    assert len(changed) == len(before) - len(set(before) & set(after))
+    assert {(j.kind, j.inputs["method"]) for j in changed} == {("fit", "rocket"), ("eval", "rocket")}
+    assert all(j.inputs["train"] == {"lr": 5.0e-5, "epochs": 5}
+               for j in after.values() if j.kind == "fit" and j.inputs["method"] == "rocket")
+
+
+def test_a_methods_default_selection_is_added_unless_the_file_lists_its_strategies(tmp_path):
+    cfg = load_text(tmp_path, GOOD)
+    assert _fits(cfg) == {"loramoe": ["ppl", "manual"], "rocket": ["ppl", "manual", "rocket"]}
+    assert Counter(j.inputs["strategy"] for j in expand(cfg) if j.kind == "select") == \
+        {"ppl": 1, "manual": 1, "rocket": 1}
+    own = load_text(tmp_path, GOOD.replace("config: {}", "config: {}\n    selection: [manual]"))
+    assert _fits(own) == {"loramoe": ["ppl", "manual"], "rocket": ["manual"]}
+    assert {j.inputs["strategy"] for j in expand(own) if j.kind == "select"} == {"ppl", "manual"}
+    # the jobs the study's strategies make keep their keys either way
+    assert {j.key for j in expand(own)} <= {j.key for j in expand(cfg)}
 
 
 def test_missing_sections_and_bad_yaml(tmp_path):
@@ -133,6 +184,9 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "selection.strategies[1]" in lines[0]
     assert "Traceback" not in proc.stderr
+    (tmp_path / "typo.yaml").write_text(GOOD.replace("config: {}", "train: {lrr: 1.0e-4}"))
+    proc = cli("run", str(tmp_path / "typo.yaml"), "--dry-run")
+    assert proc.returncode == 2 and "methods[2].train.lrr" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_dry_run_lists_jobs_and_cost(tmp_path):
@@ -143,7 +197,8 @@ def test_cli_dry_run_lists_jobs_and_cost(tmp_path):
     assert "study t" in out and "4 to run" not in out
     n = len(expand(load_config(tmp_path / "s.yaml")))
     assert f"{n} jobs, 0 cached, {n} to run" in out
-    assert "lora: 4 jobs, 0 cached" in out and "fit: 4 jobs" in out and "eval: 5 jobs" in out
+    # rocket is fitted on ppl, manual and its own default selection (rocket): 2 + 3 fits
+    assert "lora: 4 jobs, 0 cached" in out and "fit: 5 jobs" in out and "eval: 6 jobs" in out
     assert not (tmp_path / "run" / "jobs").exists()  # a dry run writes nothing
 
 

@@ -39,6 +39,8 @@ def test_quick_ci_study_results_table(ci_run):
     expected = {(m, "none", c) for m in ("base", "target_lora") for c in ("lm-eval", "opencompass")}
     expected |= {(m, s, c) for m in ("loramoe", "rocket", "xlora") for s in ("ppl", "manual")
                  for c in ("lm-eval", "opencompass")}
+    # rocket is also fitted on its own default selection, the real `rocket` strategy
+    expected |= {("rocket", "rocket", c) for c in ("lm-eval", "opencompass")}
     assert identities == expected and len(df) == len(expected)
     # the evaluation set: the target's test split capped to max_eval, the same for every row
     from loraocean.tasks import load_split

@@ -50,11 +50,12 @@ def test_expand_counts_and_dependencies(tmp_path):
     cfg = load_config(write(tmp_path))
     jobs = expand(cfg)
     kinds = [j.kind for j in jobs]
-    # 6 library tasks; 2 targets x 3 strategies selections; x 3 methods fits; + 2 x 2 references
+    # 6 library tasks; 2 targets x 3 strategies selections; x 3 methods fits; + 2 x 2 references;
+    # and rocket on its own default selection: 2 targets x (1 selection, 1 fit, 1 eval)
     assert kinds.count("lora") == 6
-    assert kinds.count("select") == 6
-    assert kinds.count("fit") == 18
-    assert kinds.count("eval") == 18 + 4
+    assert kinds.count("select") == 6 + 2
+    assert kinds.count("fit") == 18 + 2
+    assert kinds.count("eval") == 18 + 4 + 2
     position = {j.key: n for n, j in enumerate(jobs)}
     for job in jobs:
         assert all(position[d] < position[job.key] for d in job.deps)
@@ -92,8 +93,8 @@ def test_run_resume_and_partial_rerun(tmp_path):
     assert len(calls(run_dir)) == n_jobs
     # the results table: one row per (model, target, method, selection, seed, convention)
     df = query(run_dir)
-    assert len(df) == 18 + 4
-    assert set(df["selection"]) == {"none", "ppl", "random", "manual"}
+    assert len(df) == 18 + 4 + 2
+    assert set(df["selection"]) == {"none", "ppl", "random", "manual", "rocket"}
     row = df[(df.method == "loramoe") & (df.selection == "manual") & (df.target == "bb_intent_recognition")].iloc[0]
     expected = [standins.u01("bb_intent_recognition", 0, "lm-eval", "loramoe", "manual", k) < 0.85
                 for k in range(40)]
@@ -107,7 +108,7 @@ def test_run_resume_and_partial_rerun(tmp_path):
     cfg2 = load_config(write(tmp_path, STUDY.replace("max_eval: 40", "max_eval: 30"), "b.yaml"))
     summary = run_study(cfg2, run_dir, stages=standins.STAGES, fetch=False)
     new_calls = calls(run_dir)[before:]
-    assert summary.ran == 22 and all(c.startswith("eval ") for c in new_calls)
+    assert summary.ran == 24 and all(c.startswith("eval ") for c in new_calls)
     assert set(query(run_dir)["n"]) == {30}
 
 
@@ -157,7 +158,7 @@ def test_kill_9_then_rerun_reuses_finished_jobs(tmp_path):
     rerun = {c.split()[1] for c in calls(run_dir)[before:]}
     assert not rerun & set(mtimes)  # no finished job ran again
     assert all((run_dir / "jobs" / j.name / "result.json").stat().st_mtime_ns == mtimes[j.key] for j in finished)
-    assert len(query(run_dir)) == 22
+    assert len(query(run_dir)) == 24
 
 
 SMALL = STUDY.replace("[bb_intent_recognition, bb_sports_understanding]", "[bb_intent_recognition]").replace(

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 LEVEL = {"base": 0.30, "target_lora": 0.85, "loramoe": 0.75, "rocket": 0.55, "xlora": 0.40}
-SELECTION_BONUS = {"manual": 0.10, "ppl": 0.0, "random": -0.05, "none": 0.0}
+SELECTION_BONUS = {"manual": 0.10, "ppl": 0.0, "random": -0.05, "rocket": 0.05, "none": 0.0}
 N_EVAL = 60
 
 

@@ -4,6 +4,8 @@ promises, the same seed gives the same bytes, and an interrupted save leaves not
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -67,7 +69,7 @@ def test_card_records_everything(tiny_llama, tmp_path):
     assert card["n_train"] == SMOKE.train_limit and len(card["data_hash"]) == 64
     assert card["template"] == "plain"  # the byte tokenizer has no chat template
     t = card["train"]
-    assert t["steps"] == len(t["loss_curve"]) == SMOKE.max_steps
+    assert t["steps"] == len(t["loss_curve"]) == SMOKE.train.max_steps
     assert t["tokens"] > 0 and card["tokens_per_second"] > 0 and card["seconds"] > 0
     assert card["versions"]["peft"] and card["versions"]["torch"]
 
@@ -107,6 +109,29 @@ def test_presets_are_complete_and_stale_detection():
     assert not presets.is_stale({"name": "imported", "r": 8})
 
 
+def test_library_preset_is_the_shared_shape_with_the_flat_card_it_always_had():
+    """One Preset shape (nested TrainConfig) for the library and the MoE fits; a card keeps the flat
+    form every existing card has (its values as written before the change), so none turns stale."""
+    from loraocean.moe.presets import get_preset as fit_preset
+    from loraocean.presets import Preset
+
+    lite = PRESETS["lite"]
+    assert isinstance(lite, Preset) and isinstance(fit_preset("lite"), Preset)
+    assert lite.to_dict() == {
+        "name": "lite", "r": 8, "alpha": 16, "dropout": 0.05, "part": "all", "lr": 5e-4, "epochs": 1.0,
+        "max_steps": 40, "batch_size": 8, "grad_accum": 1, "warmup_ratio": 0.05, "weight_decay": 0.0,
+        "max_grad_norm": 1.0, "max_length": 256, "train_limit": 320, "template": "auto",
+        "gradient_checkpointing": False, "micro_batch": None, "max_memory_gib": None}
+    assert lite.train_config(7).seed == 7 and lite.train_config(7).lr == 5e-4
+    # the one way to cap, the same for both tables
+    for p in (lite, fit_preset("lite")):
+        capped = p.capped(96, 12)
+        assert capped.name == "lite[max_examples=96,max_steps=12]"
+        assert (capped.train_limit, capped.train.max_steps, capped.train.lr) == (96, 12, p.train.lr)
+    assert not presets.is_stale(lite.capped(96, 12).to_dict())  # its own name: never read as stale lite
+    assert lite.with_train(micro_batch=2).values() == lite.values()  # execution fields: not stale
+
+
 def cli(*args) -> int:
     """Run the CLI in this process (as the console script does); returns the exit code."""
     from loraocean.cli import main
@@ -143,8 +168,8 @@ def test_embedded_model_adapter_reloads_with_identical_logits(tmp_path):
     from peft import PeftModel
 
     model, tok = load("smollm2-135m")
-    quick = PRESETS["lite"].replace(name="quick", max_steps=1, batch_size=2, train_limit=2,
-                                    max_length=128)
+    quick = replace(PRESETS["lite"].with_train(max_steps=1, batch_size=2), name="quick", train_limit=2,
+                    max_length=128)
     ids = torch.tensor([tok("Book a table for two tonight").input_ids], device=DEVICE)
     with torch.no_grad():
         base_logits = model(input_ids=ids).logits

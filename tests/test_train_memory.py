@@ -108,7 +108,7 @@ def test_micro_batches_train_to_the_same_weights():
     runs = []
     for micro in (None, 2, 1):
         model, tok = load("tiny-llama")
-        preset = get_preset("smoke").replace(grad_accum=2, max_steps=3, micro_batch=micro)
+        preset = get_preset("smoke").with_train(grad_accum=2, max_steps=3, micro_batch=micro)
         peft_model, card = fit_lora(model, tok, TASK, preset)
         runs.append((card["train"], lora_weights(peft_model)))
     assert runs[0][1] and [r[0]["micro_batch"] for r in runs] == [4, 2, 1]

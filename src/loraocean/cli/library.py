@@ -183,7 +183,7 @@ def build(models: str = typer.Option(..., help="Comma-separated base models."),
     from loraocean.library.build import build as run_build
 
     check_writable(root, "--root")
-    chosen = get_preset(preset).replace(**memory.overrides(gradient_checkpointing, micro_batch, max_memory))
+    chosen = get_preset(preset).with_train(**memory.overrides(gradient_checkpointing, micro_batch, max_memory))
     console = make_console()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())

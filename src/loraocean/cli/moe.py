@@ -3,7 +3,6 @@ a checkpoint as a PEFT folder."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -67,11 +66,10 @@ def fit_command(
     m = get_method(method)
     names = [e.strip() for e in experts.split(",") if e.strip()]
     try:
-        m.make_config(parse_options(option), n_experts=len(names))
+        cfg = m.make_config(parse_options(option), n_experts=len(names))
     except OptionError as err:
         raise ConfigError(f"--option {err.field}: {err}") from None
-    p = get_preset(preset)
-    p = replace(p, train=replace(p.train, **memory.overrides(gradient_checkpointing, micro_batch, max_memory)))
+    p = get_preset(preset).with_train(**memory.overrides(gradient_checkpointing, micro_batch, max_memory))
     get_task(task)
     models.resolve(model)
     if out.exists() and not overwrite:
@@ -84,7 +82,7 @@ def fit_command(
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{method} on {task}", total=None)
         card = fit(method, model, names, task, out, library=library, preset=p,
-                   options=parse_options(option), seed=seed, overwrite=overwrite,
+                   options=cfg, seed=seed, overwrite=overwrite,
                    model=base, tokenizer=tokenizer,
                    on_step=lambda step, total, loss: progress.update(
                        bar, completed=step, total=total, description=f"{method} loss {loss:.3f}"))

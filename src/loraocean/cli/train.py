@@ -32,7 +32,7 @@ def train(
 
     from loraocean.models import load, resolve
 
-    p = get_preset(preset).replace(**memory.overrides(gradient_checkpointing, micro_batch, max_memory))
+    p = get_preset(preset).with_train(**memory.overrides(gradient_checkpointing, micro_batch, max_memory))
     get_task(task)
     resolve(model)
     if out.exists() and not overwrite:

@@ -6,7 +6,7 @@ train split when the method trains, and write a checkpoint.
 
 Experts are library task names (resolved with `Library(root).get(model, task)`) or adapter folders.
 Training uses the one shared loop, `loraocean.trainer.train`, with the method's auxiliary loss and
-(LoRAMoE) a batch hook that sets each example's task_type.
+batch hook (e.g. LoRAMoE's per-example task_type), if it has them.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 from loraocean import models
 from loraocean.batching import encode
-from loraocean.errors import LoraOceanError
+from loraocean.errors import ConfigError, LoraOceanError
 from loraocean.moe.checkpoint import save_checkpoint
 from loraocean.moe.experts import Expert, load_adapter
 from loraocean.moe.presets import Preset, get_preset
@@ -60,36 +58,34 @@ def resolve_experts(experts: list[str], model_name: str, library: str | Path | N
     return out
 
 
-def task_types(spec, examples) -> list[int] | None:
-    """LoRAMoE's 0/1 group: metadata["task_type"] when given, else 1 for knowledge tasks; None
-    when every example has the same type (no group to localize the balance by)."""
-    default = 1 if spec.category == "knowledge" else 0
-    types = [int(ex.metadata.get("task_type", default)) for ex in examples]
-    return types if len(set(types)) > 1 else None
-
-
 def fit(method: str, model_name: str, experts: list[str], task: str, out: str | Path,
         library: str | Path | None = None, preset: "str | Preset" = "lite", options: dict | None = None,
-        seed: int = 0, model=None, tokenizer=None, overwrite: bool = False, on_step=None) -> dict:
+        seed: int = 0, model=None, tokenizer=None, overwrite: bool = False, on_step=None,
+        train: dict | None = None) -> dict:
     """Fit `method` for target `task` and write the checkpoint to `out`; returns its card.
 
     `preset`: a name from `moe.presets.PRESETS` or a `Preset` (e.g. `get_preset("lite").capped(...)`).
+    `options`: the method's options (a mapping, or its config dataclass already made).
+    `train`: TrainConfig fields that override the preset's for this fit (named in the card).
     `model`/`tokenizer`: an already-loaded base model (it is changed in place)."""
     if model is None:
         model, tokenizer = models.load(model_name)
     moe, card = fit_model(method, model, tokenizer, experts, task, library=library, preset=preset,
-                          options=options, seed=seed, on_step=on_step)
+                          options=options, seed=seed, on_step=on_step, train=train)
     save_checkpoint(moe, out, card, overwrite=overwrite)
     return card
 
 
 def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
               library: str | Path | None = None, preset: "str | Preset" = "lite", options: dict | None = None,
-              seed: int = 0, on_step=None) -> tuple:
+              seed: int = 0, on_step=None, train: dict | None = None) -> tuple:
     """(MoEModel, card): `fit` without writing the checkpoint."""
     m = get_method(method)
-    cfg = m.make_config(options, n_experts=len(experts))
+    cfg = options if isinstance(options, m.config) else m.make_config(options, n_experts=len(experts))
+    if train and not m.trains:
+        raise ConfigError(f"{method} does not train, so it takes no training overrides ({train})")
     p = get_preset(preset)
+    train_cfg = p.train_config(seed, train)
     model_name = getattr(model.config, "loraocean_name", None) or "unknown"
     spec = get_task(task)
     train_ex = load_split(spec, "train", limit=p.train_limit, seed=seed)
@@ -106,22 +102,18 @@ def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
     log = None
     if m.trains:
         moe.upcast_trainables()
-        from loraocean.trainer import train
+        from loraocean.trainer import train as train_loop
 
         encoded = [encode(ex, tokenizer, max_length=p.max_length) for ex in train_ex]
-        types = task_types(spec, train_ex)
-
-        def set_task_type(idx):
-            moe.task_type = None if types is None else \
-                torch.tensor([types[i] for i in idx], dtype=torch.long, device=moe.device)
-
         aux = (lambda: m.aux_loss(moe, cfg)) if m.aux_loss is not None else None
-        log = train(moe, encoded, p.train_config(method, seed), tokenizer.pad_token_id, aux_loss=aux,
-                    batch_hook=set_task_type, on_step=on_step)
+        hook = m.batch_hook(moe, ctx) if m.batch_hook is not None else None
+        log = train_loop(moe, encoded, train_cfg, tokenizer.pad_token_id, aux_loss=aux,
+                         batch_hook=hook, on_step=on_step)
     moe.eval()
     card = {"method": method, "model": model_name, "task": spec.name, "experts": [str(e) for e in experts],
             "preset": p.name, "options": asdict(cfg), "seed": seed,
-            "train_config": asdict(p.train_config(method, seed)) if m.trains else None,
+            "train_config": asdict(train_cfg) if m.trains else None,
+            **({"train_overrides": dict(train)} if train else {}),
             "train_log": log.summary() if log else None, "losses": log.losses if log else None,
             "data_hash": data_hash(train_ex), "n_train": len(train_ex), "notes": ctx.notes,
             "dtypes": {"base": models.precision(model), "trainable": models.dtype_names(moe.trainable_parameters()),

@@ -19,14 +19,14 @@ from loraocean.moe.layer import MoELinear, moe_layers
 
 
 class MoEModel(nn.Module):
-    def __init__(self, base: nn.Module, method: str, config, experts: list[Expert]):
+    def __init__(self, base: nn.Module, config, experts: list[Expert]):
         super().__init__()
         self.base = base
-        self.method = method
+        self.method = ""  # the registered method's name, set by its `build` (moe.registry)
         self.config_obj = config
         self.expert_info = [e.describe() for e in experts]
         self.attention_mask: torch.Tensor | None = None  # of the current forward (aux losses)
-        self.task_type: torch.Tensor | None = None        # per-example 0/1 labels (LoRAMoE's LBC)
+        self.task_type: torch.Tensor | None = None        # per-example labels a method's batch_hook sets
         self.train(base.training)  # new layers (dropout) follow the base model's mode
 
     # HF-like surface ---------------------------------------------------------------------------

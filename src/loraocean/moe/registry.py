@@ -1,10 +1,22 @@
 """The methods registry: ours register with a decorator, other packages through the
 `loraocean.methods` entry-point group.
 
-A method is a `Method`: its config dataclass, `build(base, experts, cfg) -> MoEModel`, and the
-optional steps `prepare` (turn the selected experts into the ones the model holds: merging,
-weight search, picking the best), `aux_loss` (added to the LM loss while training) and
-`batch_hook` (per-batch labels such as LoRAMoE's task_type). A third-party package adds one with
+A method is a `Method` and owns everything about itself: its config dataclass (which validates
+itself in `__post_init__`), `build(base, experts, cfg) -> MoEModel`, and the optional fields the
+rest of the code reads instead of naming methods:
+- `prepare`: turn the selected experts into the ones the model holds (merging, weight search,
+  picking the best); `aux_loss`: added to the LM loss while training; `batch_hook`: per-batch
+  labels (LoRAMoE's task_type);
+- `train_overrides`: the training settings of the method's reference code (documentation only:
+  every trained method gets the preset's budget unless a study names an override);
+- `train_cost` / `eval_cost`: cost of a step relative to one LoRA (study time estimates);
+- `reference`: evaluated as it is in a study (no expert selection, no fit), `target_expert`: its one
+  expert is the target task's own library LoRA, `base_model`: the base model itself;
+- `default_selection`: a selection strategy a study also fits the method on (Rocket's own);
+- `compared_with`, `baseline`: the report's questions (the paper's comparisons; the
+  training-free baseline every trained method is tested against).
+`register_method` binds the name once: the model `build` returns carries it (`MoEModel.method`).
+A third-party package adds one with
 
     [project.entry-points."loraocean.methods"]
     my_method = "my_package.module"        # a module that calls @register_method on import
@@ -13,8 +25,9 @@ weight search, picking the best), `aux_loss` (added to the LM loss while trainin
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
@@ -28,11 +41,33 @@ MAX_SEED = 2**63 - 1  # results tables store seeds as SQLite integers (int64)
 class Method:
     name: str
     config: type
-    build: Callable[..., Any]
+    build: Callable[..., Any]                   # (base, experts, cfg) -> MoEModel named `name`
     trains: bool = False
     prepare: Callable[..., Any] | None = None   # (base, tokenizer, experts, cfg, ctx) -> experts
     aux_loss: Callable[..., Any] | None = None  # (model, cfg) -> tensor | None
     description: str = ""
+    batch_hook: Callable[..., Any] | None = None  # (model, ctx) -> per-batch hook(indices) | None
+    train_overrides: dict = field(default_factory=dict)  # the reference code's training settings
+    train_cost: float = 1.0   # a training step's cost relative to one LoRA's
+    eval_cost: float = 1.0    # a forward's cost relative to the base model's
+    reference: bool = False   # a study evaluates it as it is: no selection, no fit
+    target_expert: bool = False  # its one expert is the target task's own library LoRA
+    base_model: bool = False  # the base model itself: the report's "=base" flag and "can show" line
+    default_selection: str | None = None  # a selection strategy a study also fits it on
+    compared_with: tuple[str, ...] = ()   # methods the report compares it with (the paper's questions)
+    baseline: bool = False    # the training-free baseline the report tests every trained method against
+
+    def __post_init__(self):
+        from loraocean.presets import override_problem
+
+        for key, value in self.train_overrides.items():
+            problem = override_problem(key, value)
+            if problem:
+                raise ConfigError(f"method {self.name}: train_overrides {key}: {problem}")
+        if self.reference and (self.trains or self.default_selection):
+            raise ConfigError(f"method {self.name}: a reference is neither trained nor selected for")
+        if not getattr(self.build, "_loraocean_named", False):
+            self.build = _named(self.build, self.name)
 
     def make_config(self, overrides: dict | None = None, n_experts: int | None = None):
         """The config dataclass with `overrides` applied (unknown keys name the known ones; the
@@ -55,13 +90,28 @@ METHODS: dict[str, Method] = {}
 _entry_points_loaded = False
 
 
+def _named(build: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """`build` whose model carries the method's name (bound once, at registration)."""
+
+    @functools.wraps(build)
+    def named(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.method = name
+        return model
+
+    named._loraocean_named = True
+    return named
+
+
 def register_method(name: str, config: type, *, trains: bool = False, prepare=None, aux_loss=None,
-                    description: str = ""):
-    """Decorator on a `build(base, experts, cfg)` function: registers the method under `name`."""
+                    description: str = "", **more):
+    """Decorator on a `build(base, experts, cfg)` function: registers the method under `name`.
+    `more`: any other `Method` field (batch_hook, train_overrides, train_cost, reference, ...).
+    Returns `build` unchanged."""
 
     def wrap(build):
         METHODS[name] = Method(name, config, build, trains, prepare, aux_loss,
-                               description or (build.__doc__ or "").strip().split("\n")[0])
+                               description or (build.__doc__ or "").strip().split("\n")[0], **more)
         return build
 
     return wrap
@@ -98,6 +148,11 @@ def all_methods() -> dict[str, Method]:
 
     load_entry_points()
     return dict(METHODS)
+
+
+def base_model_name() -> str:
+    """The name of the method that is the base model alone (`Method.base_model`)."""
+    return next(m.name for m in all_methods().values() if m.base_model)
 
 
 class OptionError(ConfigError):

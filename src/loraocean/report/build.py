@@ -45,6 +45,42 @@ def chosen_experts(run_dir: Path, study: dict, model: str) -> dict:
     return out
 
 
+def fit_plan(study: dict) -> tuple[list[str], dict[str, dict], dict[str, list[str]]]:
+    """From the study's fit jobs: the methods fitted on selected experts (in the study's order),
+    the training overrides each method was fitted with (method -> fields; none: the preset's
+    budget), and the strategies a method was fitted on beyond the study's own (its default
+    selection or its `selection:` list)."""
+    order = [m["name"] for m in study["config"]["methods"]]
+    study_strategies = study["config"]["selection"]["strategies"]
+    fitted, overrides, extra = [], {}, {}
+    for job in study["jobs"]:
+        i = job["inputs"]
+        if job["kind"] != "fit":
+            continue
+        fitted.append(i["method"])
+        if i.get("train"):
+            overrides[i["method"]] = i["train"]
+        if i["selection"] not in study_strategies:
+            extra.setdefault(i["method"], [])
+            if i["selection"] not in extra[i["method"]]:
+                extra[i["method"]].append(i["selection"])
+    return [m for m in order if m in fitted], overrides, extra
+
+
+def plan_lines(overrides: dict[str, dict], extra: dict[str, list[str]]) -> list[str]:
+    """The report's lines on unequal budgets and per-method selections."""
+    if overrides:
+        named = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in t.items()) for m, t in overrides.items())
+        lines = [f"Training overrides named in the study file (unequal budgets): {named}. Every other "
+                 "trained method trained with the preset's budget."]
+    else:
+        lines = ["Equal budgets: every trained method trained with the preset's budget (the study file "
+                 "names no training override)."]
+    lines += [f"{m} was also fitted on the experts of {', '.join(s)} selection (its own), beside the study's "
+              "strategies." for m, s in extra.items()]
+    return lines
+
+
 def _failures(run_dir: Path) -> list[dict]:
     folder = run_dir / "failed"
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))] \
@@ -63,8 +99,10 @@ def build_blocks(run_dir: Path, record: dict | None = None) -> list[tuple]:
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
     method_order = [m["name"] for m in cfg["methods"]]
-    strategies = cfg["selection"]["strategies"]
-    moe = [m for m in method_order if m not in ("base", "target_lora")]
+    moe, overrides, extra = fit_plan(study)
+    strategies = list(dict.fromkeys(cfg["selection"]["strategies"] + [s for ss in extra.values() for s in ss]))
+    if record is not None:
+        record["train_overrides"], record["own_selections"] = overrides, extra
     blocks: list[tuple] = [("h1", f"LoRAOcean study report: {study['name']}")]
     blocks.append(("p", f"Config {study.get('source') or ''} (hash {study['config_hash']}); models: "
                         f"{', '.join(cfg['models'])}; targets: {', '.join(cfg['tasks']['targets'])}; "
@@ -91,7 +129,7 @@ def build_blocks(run_dir: Path, record: dict | None = None) -> list[tuple]:
             cdf = mdf[mdf["convention"] == conv]
             tag = f"{model}-{conv}".replace("/", "_")
             blocks.append(("h2", f"Findings ({conv} convention)"))
-            results = find.findings(cdf, preds, conv)
+            results = find.findings(cdf, preds, conv, method_order)
             if record is not None:
                 record.setdefault("findings", {})[f"{model} / {conv}"] = [f.record() for f in results]
             flagged = flags(cdf, preds)
@@ -114,6 +152,7 @@ def build_blocks(run_dir: Path, record: dict | None = None) -> list[tuple]:
             for strategy in used:
                 blocks.append(("table", tables.method_by_target(cdf, strategy, method_order,
                                                                  cfg["tasks"]["targets"], flagged)))
+            blocks += [("p", line) for line in plan_lines(overrides, extra)]
             main = "manual" if "manual" in used else used[0]
             png = plots.accuracy_bars(cdf, [t for t in cfg["tasks"]["targets"] if t in set(cdf["target"])],
                                       method_order, main, figures / f"accuracy-{tag}.png")
@@ -261,5 +300,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     study = study_file(run_dir)
     data = cost.results_json(run_dir, study, query(run_dir), record.get("findings", {}),
                              record.get("costs", {}), record.get("can_show"))
+    data["train_overrides"] = record.get("train_overrides", {})  # method -> fields; {}: equal budgets
+    data["own_selections"] = record.get("own_selections", {})    # method -> strategies beyond the study's
     write_json_atomic(run_dir / "results.json", data)
     return md, page

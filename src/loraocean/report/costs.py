@@ -1,7 +1,8 @@
 """What each method cost beside what it scored, and `results.json`, the machine-readable report.
 
 Costs come from the finished job folders: a fitted method's training log (`card.train_log` of its
-fit jobs), the target LoRA's own training log for `target_lora`, nothing for the base model. The
+fit jobs), the library LoRA's own training log for a reference evaluated on it, nothing for the
+base model. The
 library LoRAs the MoE methods start from are shared by all of them and shown as their own row.
 """
 

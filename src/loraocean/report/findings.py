@@ -123,26 +123,31 @@ def finding(df, preds, factor: str, a: str, b: str, flagged: dict | None = None)
                    flagged_b=sum((kb, conv) in flagged for _, kb, conv in matched))
 
 
-QUESTIONS = [("method", "loramoe", "rocket"), ("method", "loramoe", "xlora"),
-             ("selection", "manual", "ppl"), ("selection", "manual", "random")]
-# The training-free baseline every trained method must beat to be worth its training: the same
-# experts averaged. Asked only when the run evaluated it.
-BASELINE = "uniform"
-TRAINED = ("loramoe", "xlora", "rocket")
+SELECTION_QUESTIONS = [("selection", "manual", "ppl"), ("selection", "manual", "random")]
 
 
-def questions(methods) -> list[tuple[str, str, str]]:
-    """The paper's four questions, plus trained method vs `BASELINE` for those in `methods`."""
-    methods = set(methods)
-    extra = [("method", m, BASELINE) for m in TRAINED if m in methods] if BASELINE in methods else []
-    return QUESTIONS + extra
+def questions(methods, order: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """The paper's four questions (its method comparisons are each method's `compared_with`), plus
+    each trained method in `methods` vs the training-free baseline (`Method.baseline`: the same
+    experts averaged, what a trained method must beat to be worth its training) when the run
+    evaluated it; trained methods in `order` (the study's), then as given."""
+    from loraocean.moe.registry import all_methods
+
+    registered = all_methods()
+    paper = [("method", m.name, other) for m in registered.values() for other in m.compared_with]
+    present = [m for m in dict.fromkeys(list(order or []) + list(methods)) if m in set(methods)]
+    baselines = [m for m in present if m in registered and registered[m].baseline]
+    trained = [m for m in present if m in registered and registered[m].trains]
+    return paper + SELECTION_QUESTIONS + [("method", m, b) for b in baselines for m in trained]
 
 
-def findings(df, preds, convention: str) -> list[Finding]:
-    """The questions on this run's results (one convention); the measured ones form one Holm family."""
+def findings(df, preds, convention: str, order: list[str] | None = None) -> list[Finding]:
+    """The questions on this run's results (one convention); the measured ones form one Holm family.
+    `order`: the study's method order (the order of the baseline questions)."""
     df = df[df["convention"] == convention]
     flagged = flags(df, preds)
-    out = [finding(df, preds, factor, a, b, flagged) for factor, a, b in questions(df["method"].unique())]
+    out = [finding(df, preds, factor, a, b, flagged)
+           for factor, a, b in questions(df["method"].unique(), order)]
     measured = [f for f in out if f.result is not None]
     for f, p in zip(measured, holm([f.result.p_value for f in measured])):
         f.result.p_adjusted = p
@@ -153,10 +158,13 @@ def findings(df, preds, convention: str) -> list[Finding]:
 def above_base(df) -> list[str]:
     """Cells whose 95% CI lies wholly above the base model's on the same target, seed and
     convention (non-overlapping CIs: an effect the run shows without any test)."""
+    from loraocean.moe.registry import base_model_name
+
     keys = ["model", "target", "seed", "convention"]
-    base = df[df["method"] == "base"].set_index(keys)["ci_high"].to_dict()
+    name = base_model_name()
+    base = df[df["method"] == name].set_index(keys)["ci_high"].to_dict()
     out = []
-    for _, row in df[df["method"] != "base"].iterrows():
+    for _, row in df[df["method"] != name].iterrows():
         top = base.get(tuple(row[k] for k in keys))
         if top is not None and row["ci_low"] is not None and row["ci_low"] > top:
             sel = "" if row["selection"] == "none" else f" ({row['selection']})"

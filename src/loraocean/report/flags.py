@@ -11,19 +11,21 @@ The tables mark flagged cells and the findings say when a comparison is between 
 from __future__ import annotations
 
 COLLAPSED = 0.9
-BASE = "base"
 SAME_AS_BASE = "=base"
 ONE_ANSWER = "one answer"
 
 
 def flags(df, preds) -> dict[tuple[str, str], str]:
     """(eval_key, convention) -> the reason the cell is flagged ('=base' or 'one answer NN%')."""
+    from loraocean.moe.registry import base_model_name
+
     if preds.empty:
         return {}
+    base_name = base_model_name()
     answers = {key: g.set_index("example_id")["prediction"]
                for key, g in preds.groupby(["eval_key", "convention"])}
     base = {}
-    for _, row in df[df["method"] == BASE].iterrows():
+    for _, row in df[df["method"] == base_name].iterrows():
         base[(row["model"], row["target"], row["seed"], row["convention"])] = (row["eval_key"], row["convention"])
     out = {}
     for _, row in df.iterrows():
@@ -33,7 +35,7 @@ def flags(df, preds) -> dict[tuple[str, str], str]:
             continue
         top = float(mine.value_counts().iloc[0]) / len(mine)
         reference = answers.get(base.get((row["model"], row["target"], row["seed"], row["convention"])))
-        if row["method"] != BASE and reference is not None:
+        if row["method"] != base_name and reference is not None:
             shared = mine.index.intersection(reference.index)
             if len(shared) and (mine[shared] == reference[shared]).all():
                 out[key] = SAME_AS_BASE

@@ -4,7 +4,7 @@ executors (local, Ray) and the results store.
     from loraocean.study import load_config, run_study, query
     cfg = load_config("studies/lite.yaml", quick=True)
     run_study(cfg, "runs/lite")
-    print(query("runs/lite", ["method=loramoe"]))
+    print(query("runs/lite", ["selection=manual"]))
 """
 
 from loraocean.study.config import StudyConfig, load_config, parse

@@ -6,12 +6,13 @@ file, line and YAML path of the bad value (e.g. ``studies/lite.yaml, line 14, me
     tasks:
       targets: [bb_intent_recognition]          # tasks the MoE methods are fitted and scored on
       pool: [bb_social_iqa, bb_snarks, ...]     # candidate experts (one library LoRA each)
-    library: {preset: lite, seed: 0}
-    methods:                                    # MoE methods (loraocean.moe registry) + references
-      - loramoe
-      - {name: rocket, config: {lr: 1e-4}}
-      - base                                    # reference: the base model, no adapter
-      - target_lora                             # reference: the target's own library LoRA
+    library: {preset: lite, seed: 0}            # a preset of both the library and the MoE fits
+    methods:                                    # names in the loraocean.moe registry
+      - METHOD                                  # fitted on each strategy's experts (+ its own
+                                                #   default_selection), or a reference (as it is)
+      - {name: METHOD, config: {top_k: 2}}      # the method's options
+      - {name: METHOD, train: {lr: 5.0e-5, epochs: 5}}  # a per-method budget (default: the preset's)
+      - {name: METHOD, selection: [manual]}     # the strategies this method is fitted on
     selection: {strategies: [ppl, random, manual], compare: [embedding], k: 3, shots: 16}
     seeds: [0]
     evaluation: {convention: lm-eval, batch_size: 8}  # + harness: lm-eval, harness_tasks: [arc_easy]
@@ -20,6 +21,11 @@ file, line and YAML path of the bad value (e.g. ``studies/lite.yaml, line 14, me
     quick: {...}                                # overrides applied by `loraocean run --quick`
 
 `quick:` holds a partial config merged over the rest (mappings merge key by key, lists replace).
+
+Every trained method gets the preset's budget (equal budgets) unless its entry names `train:`
+overrides (the report prints each one). A method fitted on selected experts is fitted on every
+strategy of `selection.strategies` and, when its `Method.default_selection` names another one (e.g.
+a method's own selection procedure), on that one too, unless its entry lists `selection:` itself.
 """
 
 from __future__ import annotations
@@ -37,11 +43,6 @@ from loraocean import yamlio
 from loraocean.artifacts import read_text
 from loraocean.errors import ConfigError, LoraOceanError
 
-# Methods the study handles itself (no expert selection, no MoE fit).
-REFERENCES = {
-    "base": "the base model without any adapter",
-    "target_lora": "the target task's own library LoRA (an in-task reference, not cross-task transfer)",
-}
 CONVENTIONS = ("lm-eval", "opencompass", "both")
 EXECUTORS = ("local", "ray")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
@@ -57,10 +58,19 @@ FALLBACK_STRATEGIES = ("ppl", "random", "manual", "embedding", "diversity", "ora
 class MethodSpec:
     name: str
     config: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides (default: the preset's)
+    selection: list[str] | None = None  # strategies it is fitted on (default: see the module doc)
+
+    @property
+    def method(self):
+        """The registered `loraocean.moe.Method`."""
+        from loraocean.moe.registry import get_method
+
+        return get_method(self.name)
 
     @property
     def is_reference(self) -> bool:
-        return self.name in REFERENCES
+        return self.method.reference
 
 
 @dataclass
@@ -140,9 +150,24 @@ class StudyConfig:
     def references(self) -> list[MethodSpec]:
         return [m for m in self.methods if m.is_reference]
 
+    def strategies_of(self, spec: MethodSpec) -> list[str]:
+        """The selection strategies `spec` is fitted on: its own list when the study names one, else
+        every study strategy plus the method's `default_selection`."""
+        if spec.selection is not None:
+            return list(spec.selection)
+        own = spec.method.default_selection
+        return list(dict.fromkeys(self.selection.strategies + ([own] if own else [])))
+
     def to_dict(self) -> dict:
+        """Plain data; a method's `train` and `selection` appear only when the file gives them,
+        so studies without them keep their config hash."""
         out = dataclasses.asdict(self)
         out.pop("source")
+        for m in out["methods"]:
+            if not m["train"]:
+                m.pop("train")
+            if m["selection"] is None:
+                m.pop("selection")
         return out
 
 
@@ -290,7 +315,13 @@ def _build(data: dict, where: _Where) -> StudyConfig:
         conf = raw.get("config") or {}
         if not isinstance(conf, dict):
             raise where.error(f"{path}.config", "must be a mapping of the method's options")
-        methods.append(MethodSpec(name=raw["name"], config=dict(conf)))
+        train = raw.get("train") or {}
+        if not isinstance(train, dict):
+            raise where.error(f"{path}.train", "must be a mapping of training settings, e.g. {lr: 5.0e-5, epochs: 5}")
+        selection = raw.get("selection")
+        if selection is not None:
+            selection = _str_list(selection, f"{path}.selection", where)
+        methods.append(MethodSpec(name=raw["name"], config=dict(conf), train=dict(train), selection=selection))
     names = [m.name for m in methods]
     for i, m in enumerate(methods):
         if names.count(m.name) > 1:
@@ -384,6 +415,18 @@ def _check_options(m: MethodSpec, i: int, k: int, where: _Where) -> None:
         raise where.error(f"methods[{i}].config.{err.field}", str(err)) from None
 
 
+def _check_train(m: MethodSpec, i: int, where: _Where) -> None:
+    """A method's `train:` overrides: only for methods that train, known fields, sane values."""
+    if m.train and not m.method.trains:
+        raise where.error(f"methods[{i}].train", f"{m.name} does not train, so it takes no training overrides")
+    from loraocean.presets import override_problem
+
+    for key, value in m.train.items():
+        problem = override_problem(key, value)
+        if problem:
+            raise where.error(f"methods[{i}].train.{key}", problem)
+
+
 def _unknown(kind: str, name: str, known: list[str]) -> str:
     from loraocean.errors import UnknownNameError
 
@@ -406,13 +449,24 @@ def validate(cfg: StudyConfig, where: _Where) -> None:
             except LoraOceanError as err:
                 raise where.error(f"tasks.{group}[{i}]", str(err)) from None
     methods = known_methods()
+    strategies = known_strategies()
     for i, m in enumerate(cfg.methods):
-        if m.is_reference:
-            if m.config:
-                raise where.error(f"methods[{i}].config", f"the reference {m.name!r} takes no options")
-            continue
         if m.name not in methods:
-            raise where.error(f"methods[{i}].name", _unknown("method", m.name, methods + list(REFERENCES)))
+            raise where.error(f"methods[{i}].name", _unknown("method", m.name, methods))
+        if m.is_reference:
+            for key in ("config", "train", "selection"):
+                if getattr(m, key):
+                    raise where.error(f"methods[{i}].{key}", f"{m.name!r} is a reference, evaluated as it "
+                                      f"is: it takes no {key}")
+            continue
+        _check_train(m, i, where)
+        for j, s in enumerate(m.selection or []):
+            if s not in strategies:
+                raise where.error(f"methods[{i}].selection[{j}]", _unknown("selection strategy", s, strategies))
+        own = m.method.default_selection
+        if m.selection is None and own and own not in strategies:
+            raise where.error(f"methods[{i}].name", f"{m.name}'s default selection {own!r} is not an installed "
+                              f"strategy; list the strategies it is fitted on with `selection:`")
         fields = _method_config_fields(m.name)
         if fields is not None:
             for key in m.config:
@@ -420,7 +474,6 @@ def validate(cfg: StudyConfig, where: _Where) -> None:
                     raise where.error(f"methods[{i}].config.{key}",
                                       f"unknown option {key!r} of {m.name}; known: {', '.join(fields)}")
         _check_options(m, i, cfg.selection.k, where)
-    strategies = known_strategies()
     for group in ("strategies", "compare"):
         for i, s in enumerate(getattr(cfg.selection, group)):
             if s not in strategies:
@@ -466,8 +519,11 @@ def _validate_values(cfg: StudyConfig, where: _Where) -> None:
     if not SAFE_NAME.fullmatch(cfg.name):
         raise where.error("name", f"{cfg.name!r} becomes the run folder runs/<name>; use letters, digits, "
                           "'.', '_' and '-' only (no '/', not starting with '.')")
-    if cfg.library.preset not in PRESETS:
-        raise where.error("library.preset", _unknown("library preset", cfg.library.preset, list(PRESETS)))
+    from loraocean.moe.presets import PRESETS as FIT_PRESETS
+
+    both = [p for p in PRESETS if p in FIT_PRESETS]  # library.preset names one of each table
+    if cfg.library.preset not in both:
+        raise where.error("library.preset", _unknown("preset", cfg.library.preset, both))
     for path, seed in [("library.seed", cfg.library.seed)] + [(f"seeds[{i}]", s) for i, s in enumerate(cfg.seeds)]:
         if not 0 <= seed <= MAX_SEED:
             raise where.error(path, f"seed {seed} is out of range; use 0..{MAX_SEED}")

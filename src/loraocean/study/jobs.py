@@ -75,7 +75,7 @@ def expand(cfg: StudyConfig) -> list[Job]:
                                           "tasks": cfg.evaluation.harness_tasks,
                                           "include_path": cfg.evaluation.include_path}
             for ref in cfg.references:
-                deps = [loras[target].key] if ref.name == "target_lora" else []
+                deps = [loras[target].key] if ref.method.target_expert else []
                 inputs = {**eval_common, "method": ref.name, "selection": None, "deps": deps}
                 rows = [{"model": model, "target": target, "method": ref.name, "selection": "none",
                          "seed": seed} for seed in cfg.seeds]
@@ -84,20 +84,24 @@ def expand(cfg: StudyConfig) -> list[Job]:
                 continue
             candidates = candidates_for(cfg, target)
             cand_keys = [loras[t].key for t in candidates]
-            ranked = list(dict.fromkeys(cfg.selection.strategies + cfg.selection.compare))
+            fitted = {m.name: cfg.strategies_of(m) for m in cfg.moe_methods}
+            ranked = list(dict.fromkeys(cfg.selection.strategies + cfg.selection.compare
+                                        + [s for names in fitted.values() for s in names]))
             for seed in cfg.seeds:
                 for strategy in ranked:
                     sel_inputs = {"model": model, "target": target, "strategy": strategy,
                                   "k": cfg.selection.k, "shots": cfg.selection.shots, "seed": seed,
                                   "candidates": candidates, "deps": cand_keys}
                     sel = _add(jobs, Job("select", hash_obj([FORMAT, "select", sel_inputs]), sel_inputs, cand_keys))
-                    if strategy not in cfg.selection.strategies:
-                        continue  # compared in the report only
                     for method in cfg.moe_methods:
+                        if strategy not in fitted[method.name]:
+                            continue  # compared in the report only, or not one of this method's
                         fit_inputs = {"model": model, "target": target, "method": method.name,
                                       "config": method.config, "selection": strategy, "seed": seed,
                                       "max_fit": cfg.caps.max_fit, "max_steps": cfg.caps.max_fit_steps,
                                       "preset": cfg.library.preset, "deps": [sel.key] + cand_keys}
+                        if method.train:  # only then: keys of fits at the preset's budget stay as they were
+                            fit_inputs["train"] = method.train
                         fit = _add(jobs, Job("fit", hash_obj([FORMAT, "fit", fit_inputs]), fit_inputs,
                                              [sel.key] + cand_keys))
                         ev_inputs = {**eval_common, "method": method.name, "selection": strategy,
@@ -116,9 +120,19 @@ def expand(cfg: StudyConfig) -> list[Job]:
 # with their size relative to 135M (a rough guide: a 1B model is ~8x slower).
 TRAIN_TOKENS_PER_S = 150.0
 TOKENS_PER_EXAMPLE = 100       # prompt + answer of a typical BIG-bench choice task, chat template
-METHOD_TRAIN_FACTOR = {"xlora": 2.0, "loramoe": 1.5, "rocket": 1.3}  # step cost vs one LoRA
 ROUTING_EXAMPLES = 16
 ORACLE_DEV_EXAMPLES = 100      # the oracle strategy's default dev_limit
+
+
+def _method_cost(name: str, kind: str) -> float:
+    """A method's `train_cost` / `eval_cost` (1.0 for a name the registry does not know)."""
+    from loraocean.errors import UnknownNameError
+    from loraocean.moe.registry import get_method
+
+    try:
+        return getattr(get_method(name), kind)
+    except UnknownNameError:
+        return 1.0
 
 
 def _speed(model: str) -> float:
@@ -139,9 +153,10 @@ def estimate_seconds(job: Job, cfg: StudyConfig) -> float:
         return _train_tokens(i["max_train"], i["max_steps"], 8) / rate
     if job.kind == "select":
         scoring = len(i["candidates"]) * 1.5 * TOKENS_PER_EXAMPLE / (3 * rate)  # per example, all LoRAs
-        return {"ppl": scoring * i["shots"] / 1.5, "embedding": 10.0,
+        return {"ppl": scoring * i["shots"] / 1.5, "embedding": 10.0,  # by selection strategy
+                "rocket": 2 * scoring * i["shots"] / 1.5,  # K-shot accuracy, then ppl's scoring
                 "oracle": scoring * ORACLE_DEV_EXAMPLES}.get(i["strategy"], 0.1)
     if job.kind == "fit":
-        return _train_tokens(i["max_fit"], i["max_steps"], 8) * METHOD_TRAIN_FACTOR.get(i["method"], 1.0) / rate
+        return _train_tokens(i["max_fit"], i["max_steps"], 8) * _method_cost(i["method"], "train_cost") / rate
     n = (i["max_eval"] or 500) + (ROUTING_EXAMPLES if i["selection"] else 0)
-    return n * 1.5 * TOKENS_PER_EXAMPLE * (2.0 if i["method"] == "xlora" else 1.0) / (3 * rate)
+    return n * 1.5 * TOKENS_PER_EXAMPLE * _method_cost(i["method"], "eval_cost") / (3 * rate)

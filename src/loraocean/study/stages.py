@@ -39,10 +39,8 @@ def lora(job: Job, ctx, out: Path) -> dict:
 
     i = job.inputs
     task = ctx.task(i["task"])
-    preset = get_preset(ctx.cfg.library.preset)
-    if i["max_steps"] is not None and i["max_steps"] != preset.max_steps:
-        # A derived preset gets its own name: its cards must not read as a stale `lite` adapter.
-        preset = preset.replace(name=f"{preset.name}@steps={i['max_steps']}", max_steps=i["max_steps"])
+    # A capped preset gets its own name: its cards must not read as a stale `lite` adapter.
+    preset = get_preset(ctx.cfg.library.preset).capped(i["max_train"], i["max_steps"])
     lib = Library(ctx.library_root(i["model"]))
     dest = lib.path(i["model"], get_task(task).name)
     model, tokenizer = ctx.base(i["model"])  # train_lora gives it back unchanged
@@ -80,7 +78,8 @@ def select(job: Job, ctx, out: Path) -> dict:
 
 def fit(job: Job, ctx, out: Path) -> dict:
     """`loraocean.moe.fit` on the selected experts; library.preset names the MoE room's preset too,
-    capped by the study's max_fit / max_steps (a copy named after the caps, which the card records)."""
+    capped by the study's max_fit / max_steps (a copy named after the caps, which the card records),
+    with the method's training overrides when the study file names any."""
     from loraocean.moe import fit as moe_fit
     from loraocean.moe.presets import get_preset as moe_preset
 
@@ -90,7 +89,8 @@ def fit(job: Job, ctx, out: Path) -> dict:
     ckpt = out / "checkpoint"
     card = moe_fit(i["method"], i["model"], experts, ctx.task(i["target"]), ckpt, library=ctx.library_root(i["model"]),
                    preset=moe_preset(i["preset"]).capped(i["max_fit"], i["max_steps"]), options=i["config"],
-                   seed=i["seed"], model=model, tokenizer=tokenizer, on_step=_progress(ctx, "fit"))
+                   seed=i["seed"], model=model, tokenizer=tokenizer, on_step=_progress(ctx, "fit"),
+                   train=i.get("train"))
     card = _jsonable(card)
     if isinstance(card, dict):
         card.pop("losses", None)
@@ -135,11 +135,9 @@ def evaluate(job: Job, ctx, out: Path) -> dict:
     spec, examples = eval_examples(ctx, job)
     model, tokenizer = ctx.fresh(i["model"])
     adapters = []
-    if i["method"] == "target_lora":
-        path = ctx.dep_path(job.deps[0], "adapter")
-        model, adapters = attach(model, path), [str(path)]
-    elif i["method"] != "base":
-        path = ctx.dep_path(job.deps[0], "checkpoint")
+    if job.deps:  # what the dependency made: a fit's checkpoint or a LoRA job's adapter
+        made = ctx.dep_result(job.deps[0])
+        path = ctx.dep_path(job.deps[0], "checkpoint" if "checkpoint" in made else "adapter")
         model, adapters = attach(model, path), [str(path)]
     done = [0]
 
@@ -157,7 +155,7 @@ def evaluate(job: Job, ctx, out: Path) -> dict:
                               limit=i["max_eval"], include_path=i["harness"]["include_path"])
         scores, preds = scores + more[0], preds + more[1]
     write_predictions(out, preds)
-    gates = routing(model, tokenizer, examples) if i["method"] not in ("base", "target_lora") else None
+    gates = routing(model, tokenizer, examples)  # None unless the model is an MoEModel
     return {"scores": scores, "adapters": adapters, "routing": _jsonable(gates), "template": result.template,
             "top_prediction_rate": result.top_prediction_rate, "created": _now()}
 

@@ -165,7 +165,7 @@ _FILTER = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")
 
 
 def parse_where(clauses: list[str]) -> tuple[str, list]:
-    """`["method=loramoe", "value>=0.5"]` -> SQL condition and parameters (columns checked)."""
+    """`["selection=manual", "value>=0.5"]` -> SQL condition and parameters (columns checked)."""
     parts, params = [], []
     for clause in clauses:
         m = _FILTER.match(clause)

@@ -69,4 +69,4 @@ def build(base, experts, cfg: Config) -> MoEModel:
         raise ConfigError("arrow needs library LoRAs as experts (give --experts)")
     freeze_base(base)
     inject(base, experts, router=lambda layer: ArrowRouter(layer, cfg.top_k, cfg.temperature))
-    return MoEModel(base, "arrow", cfg, experts)
+    return MoEModel(base, cfg, experts)

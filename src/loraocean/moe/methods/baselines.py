@@ -1,5 +1,6 @@
-"""Baselines with fixed gates: the base model, the uniform average of the selected LoRAs, and the
-single best selected LoRA (by dev score)."""
+"""Baselines with fixed gates: the base model and the target task's own LoRA (the references a
+study evaluates as they are), the uniform average of the selected LoRAs, and the single best
+selected LoRA (by dev score)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from loraocean.moe.model import MoEModel, freeze_base
 from loraocean.moe.registry import check_config, check_types, register_method
 
 
-def fixed(base, experts, weights, method: str, cfg) -> MoEModel:
+def fixed(base, experts, weights, cfg) -> MoEModel:
     """`experts` mixed with the same `weights` at every token of every layer."""
     freeze_base(base)
     inject(base, experts, router=lambda layer: FixedGates(weights).to(layer.lora_A.device))
-    return MoEModel(base, method, cfg, experts)
+    return MoEModel(base, cfg, experts)
 
 
 @dataclass
@@ -27,11 +28,24 @@ def _no_experts(base, tokenizer, experts, cfg, ctx):
     return []
 
 
-@register_method("base", BaseConfig, prepare=_no_experts)
+@register_method("base", BaseConfig, prepare=_no_experts, reference=True, base_model=True)
 def build_base(base, experts, cfg) -> MoEModel:
     """The base model alone (no expert)."""
     freeze_base(base)
-    return MoEModel(base, "base", cfg, [])
+    return MoEModel(base, cfg, [])
+
+
+@dataclass
+class TargetLoraConfig:
+    pass
+
+
+@register_method("target_lora", TargetLoraConfig, reference=True, target_expert=True)
+def build_target_lora(base, experts, cfg) -> MoEModel:
+    """The target task's own library LoRA (an in-task reference, not cross-task transfer)."""
+    if len(experts) != 1:
+        raise ConfigError("target_lora holds exactly one expert: the target task's own library LoRA")
+    return fixed(base, experts, [1.0], cfg)
 
 
 @dataclass
@@ -39,12 +53,12 @@ class UniformConfig:
     pass
 
 
-@register_method("uniform", UniformConfig)
+@register_method("uniform", UniformConfig, baseline=True)
 def build_uniform(base, experts, cfg) -> MoEModel:
     """Uniform average of the selected LoRAs' outputs (gate 1/E everywhere)."""
     if not experts:
         raise ConfigError("uniform needs library LoRAs as experts (give --experts)")
-    return fixed(base, experts, [1.0 / len(experts)] * len(experts), "uniform", cfg)
+    return fixed(base, experts, [1.0 / len(experts)] * len(experts), cfg)
 
 
 @dataclass
@@ -71,7 +85,7 @@ def pick_best(base, tokenizer, experts, cfg: SingleConfig, ctx):
         ctx.notes["ranked_on"] = "train"
     scores = []
     for expert in experts:
-        model = fixed(base, [expert], [1.0], "single", cfg)
+        model = fixed(base, [expert], [1.0], cfg)
         scores.append(evaluate(model, tokenizer, ctx.spec, dev, batch_size=cfg.batch_size).value)
         remove(base)
     ctx.notes["dev_scores"] = {e.name: s for e, s in zip(experts, scores)}
@@ -84,4 +98,4 @@ def build_single(base, experts, cfg) -> MoEModel:
     """The single best selected LoRA by dev score."""
     if len(experts) != 1:
         raise ConfigError("single holds exactly one expert")
-    return fixed(base, experts, [1.0], "single", cfg)
+    return fixed(base, experts, [1.0], cfg)

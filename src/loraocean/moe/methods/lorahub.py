@@ -63,7 +63,7 @@ def search(base, tokenizer, experts, cfg: Config, ctx):
     _check(experts)
     shots = ctx.train[: cfg.n_shots]
     batch = pad_batch([encode(ex, tokenizer, max_length=ctx.max_length) for ex in shots], ctx.pad_id)
-    model = fixed(base, [combine(experts, [0.0] * len(experts))], [1.0], "lorahub", cfg)
+    model = fixed(base, [combine(experts, [0.0] * len(experts))], [1.0], cfg)
     batch = {k: v.to(model.device) for k, v in batch.items()}
     layers = model.layers()
 
@@ -90,4 +90,4 @@ def build(base, experts, cfg: Config):
     """LoraHub: gradient-free search of one weight per LoRA, merged as sum w A, sum w B."""
     if len(experts) != 1:
         raise ConfigError("a lorahub checkpoint holds exactly one (combined) expert")
-    return fixed(base, experts, [1.0], "lorahub", cfg)
+    return fixed(base, experts, [1.0], cfg)

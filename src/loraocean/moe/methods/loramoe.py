@@ -5,13 +5,13 @@ LBC per adapted Linear, with gates g (batch x tokens x E) and a 0/1 task_type pe
 Q = g summed over the (non-padding) tokens (batch x E);
 I[b, i] = 1 + delta if (i < E/2 and task_type_b = 1) or (i >= E/2 and task_type_b = 0), else 1 - delta;
 L = beta * Var(I*Q) / (Mean(I*Q)^2 + 1e-10) over all batch x E entries (unbiased variance).
-The losses of all adapted Linears are summed. task_type 1 marks world-knowledge examples: in
-`fit` it is the example's metadata["task_type"] when present, else 1 for tasks of the
-"knowledge" category and 0 for the others.
+The losses of all adapted Linears are summed. task_type 1 marks world-knowledge examples: the
+method's `batch_hook` takes the example's metadata["task_type"] when present, else 1 for tasks of
+the "knowledge" category and 0 for the others.
 
 The localized part needs two kinds of example: the paper mixes world-knowledge data into the
 fine-tuning set so that one half of the experts keeps it. When the fit's examples are all of one
-type (the usual benchmark fit on one target), `fit` passes no task_type and the loss is the plain
+type (the usual benchmark fit on one target), the hook sets no task_type and the loss is the plain
 balance variant, I = 1: beta * squared coefficient of variation of Q, pushing toward equal use of
 all experts rather than toward an arbitrary half of the library experts. Experts are the selected
 library LoRAs (their FFN parts) or, with no experts given, `n_experts` fresh LoRAs (A kaiming, B
@@ -70,6 +70,25 @@ def lbc_loss(gates: torch.Tensor, task_type: torch.Tensor | None, mask: torch.Te
     return beta * z.var() / (z.mean() ** 2 + 1e-10)
 
 
+def task_types(spec, examples) -> list[int] | None:
+    """The 0/1 group of each example: metadata["task_type"] when given, else 1 for knowledge tasks;
+    None when every example has the same type (no group to localize the balance by)."""
+    default = 1 if spec.category == "knowledge" else 0
+    types = [int(ex.metadata.get("task_type", default)) for ex in examples]
+    return types if len(set(types)) > 1 else None
+
+
+def batch_hook(model: MoEModel, ctx):
+    """Sets `model.task_type` to the task types of each training batch (None for a one-type fit)."""
+    types = task_types(ctx.spec, ctx.train)
+
+    def set_task_type(idx: list[int]) -> None:
+        model.task_type = None if types is None else \
+            torch.tensor([types[i] for i in idx], dtype=torch.long, device=model.device)
+
+    return set_task_type
+
+
 def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     total = None
     for layer in model.layers().values():
@@ -80,7 +99,8 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     return total
 
 
-@register_method("loramoe", Config, trains=True, aux_loss=aux_loss)
+@register_method("loramoe", Config, trains=True, aux_loss=aux_loss, batch_hook=batch_hook, train_cost=1.5,
+                 compared_with=("rocket", "xlora"))
 def build(base, experts, cfg: Config) -> MoEModel:
     """LoRAMoE: FFN-only experts, dense fp32 softmax router per Linear, LBC auxiliary loss
     (localized when the fit mixes task types, else plain balance)."""
@@ -100,4 +120,4 @@ def build(base, experts, cfg: Config) -> MoEModel:
     for layer in layers.values():
         layer.lora_A.requires_grad_(cfg.train_experts)
         layer.lora_B.requires_grad_(cfg.train_experts)
-    return MoEModel(base, "loramoe", cfg, experts)
+    return MoEModel(base, cfg, experts)

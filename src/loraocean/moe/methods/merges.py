@@ -80,7 +80,7 @@ def prepare(base, tokenizer, experts, cfg: Config, ctx, combination: str):
 def build(base, experts, cfg: Config, combination: str):
     if len(experts) != 1:
         raise ConfigError("a merge checkpoint holds exactly one (merged) expert")
-    return fixed(base, experts, [1.0], f"merge_{combination}", cfg)
+    return fixed(base, experts, [1.0], cfg)
 
 
 for _combination in COMBINATIONS:

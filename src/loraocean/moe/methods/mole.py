@@ -76,4 +76,4 @@ def build(base, experts, cfg: Config) -> MoEModel:
     for layer in layers.values():
         layer.lora_A.requires_grad_(False)
         layer.lora_B.requires_grad_(False)
-    return MoEModel(base, "mole", cfg, experts)
+    return MoEModel(base, cfg, experts)

@@ -6,7 +6,11 @@ The alpha/r question: the reference code leaves each expert's alpha/r scaling ou
 forward. We keep it (`keep_scaling=True`): the experts were trained with that scaling, so keeping
 it makes a one-hot gate reproduce the library LoRA exactly, which is what "initialised from a
 library LoRA" should mean. `keep_scaling=False` reproduces the reference behaviour.
-Expert selection (accuracy / reasoning perplexity / diversity) lives in `loraocean.selection`.
+Expert selection (accuracy / reasoning perplexity / diversity) is the `rocket` strategy of
+`loraocean.selection`; a study that lists this method also fits it on that strategy's experts
+(`default_selection`). The reference code trains with lr 5e-5 for 5 epochs (`train_overrides`,
+documentation only: a study applies it only when its file names it, e.g.
+`{name: rocket, train: {lr: 5.0e-5, epochs: 5}}`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ class Config:
         check_config(self, "top_k", self.top_k >= 1, "must be at least 1")
 
 
-@register_method("rocket", Config, trains=True)
+@register_method("rocket", Config, trains=True, train_cost=1.3, default_selection="rocket",
+                 train_overrides={"lr": 5e-5, "epochs": 5})
 def build(base, experts, cfg: Config) -> MoEModel:
     """Rocket: top-2 gate per Linear over library-initialised experts, trained jointly."""
     if not experts:
@@ -51,4 +56,4 @@ def build(base, experts, cfg: Config) -> MoEModel:
             layer.scales.fill_(1.0)
         layer.lora_A.requires_grad_(not cfg.router_only)
         layer.lora_B.requires_grad_(not cfg.router_only)
-    return MoEModel(base, "rocket", cfg, experts)
+    return MoEModel(base, cfg, experts)

@@ -80,7 +80,7 @@ class DualCache:
 
 class XLoRAModel(MoEModel):
     def __init__(self, base, cfg: Config, experts):
-        super().__init__(base, "xlora", cfg, experts)
+        super().__init__(base, cfg, experts)
         self.moe = list(self.layers().values())
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
@@ -223,7 +223,7 @@ class XLoRAModel(MoEModel):
         return ids
 
 
-@register_method("xlora", Config, trains=True)
+@register_method("xlora", Config, trains=True, train_cost=2.0, eval_cost=2.0)  # two passes per forward
 def build(base, experts, cfg: Config) -> XLoRAModel:
     """X-LoRA: frozen experts, scaling classifier on the base's hidden states (dual pass)."""
     if not experts:
