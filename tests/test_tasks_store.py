@@ -11,7 +11,7 @@ import pytest
 from conftest import BIGBENCH, bigbench_task
 
 from loraocean.tasks import get_task, load_split
-from loraocean.tasks.load import _all_splits
+from loraocean.tasks.load import _read_splits
 from loraocean.tasks.sources.packaged import gsm8k_file, humaneval_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
@@ -236,14 +236,14 @@ def test_load_split_reads_the_prepared_store(tmp_path, monkeypatch):
     repo = tmp_path / "boolq"
     write_jsonl(repo / "data" / "train.jsonl", fixture_rows("boolq") * 3)
     write_jsonl(repo / "data" / "validation.jsonl", fixture_rows("boolq"))
-    _all_splits.cache_clear()
+    _read_splits.cache_clear()
     try:
         assert cli("tasks", "prepare", "boolq", "--from", repo) == 0
         assert (tmp_path / "home" / "tasks" / "boolq" / "metadata.json").is_file()
         test = load_split("boolq", "test")
         assert [e.label for e in test] == [1, 0] and test[0].choices == ["no", "yes"]
     finally:
-        _all_splits.cache_clear()
+        _read_splits.cache_clear()
 
 
 def test_hub_unreachable_is_a_clear_error(tmp_path, capsys, monkeypatch):
