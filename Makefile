@@ -41,15 +41,16 @@ gpu-check: $(STAMP)
 bench: $(STAMP)
 	for f in bench/[a-z]*.py; do [ $$f = bench/gpu_check.py ] || $(BIN)/python $$f || exit 1; done
 
-# A second environment with the lowest releases pyproject.toml allows (constraints/min-versions.txt)
-# of the libraries whose APIs we call most; torch is the same pinned build. It runs the tests marked
-# min_versions: the ones that compare our code with what these libraries do or check an API whose
-# behaviour differs across their releases (the trainer's logits_to_keep and activation
-# checkpointing, PEFT adapters, X-LoRA, Arrow and merges, export to PEFT, the lm-eval bridge, the
-# datasets-based loaders, models saved and loaded through transformers, every architecture family,
-# the bad-input cases worded through PEFT or datasets): the tests that catch a floor set too low.
-# The rest of the suite reaches these libraries only through the calls these tests cover, and
-# `make test` has just run all of it at the current releases.
+# A second environment with the lowest releases pyproject.toml allows
+# (constraints/min-versions.txt) of the libraries whose APIs we call most; torch is the same pinned
+# build. It runs the tests marked min_versions: the ones that compare our code with what these
+# libraries do or check an API whose behaviour differs across their releases (the trainer's
+# logits_to_keep and activation checkpointing, PEFT adapters, X-LoRA, Arrow and merges, export to
+# PEFT, the lm-eval bridge, the datasets-based loaders, models saved and loaded through
+# transformers, the sentence-transformers embedding model, every architecture family, the bad-input
+# cases worded through PEFT or datasets): the tests that catch a floor set too low. The rest of the
+# suite checks our own logic on top of the same calls; `make test` has just run all of it at the
+# current releases.
 MIN_VENV ?= .cache/venv-min
 MIN_STAMP := $(MIN_VENV)/.loraocean-installed
 $(MIN_STAMP): pyproject.toml Makefile constraints/min-versions.txt
