@@ -165,11 +165,16 @@ def above_base(df) -> list[str]:
 
 
 def can_show(df) -> str:
-    """One plain line: which cells beat the base model with non-overlapping CIs, or that none did."""
+    """One plain line: which cells beat the base model with non-overlapping CIs, and which methods
+    did not anywhere (or that none did)."""
     cells = above_base(df)
     if cells:
+        missed = [m for m in dict.fromkeys(df["method"])
+                  if m != "base" and not any(c.startswith(f"{m} ") for c in cells)]
+        rest = (f" It shows no such effect for {', '.join(missed)}: their 95% CIs do not lie above the "
+                "base model's on any target." if missed else "")
         return (f"This run shows a real effect: {', '.join(cells)} scored above the base model with "
-                "non-overlapping 95% CIs.")
+                f"non-overlapping 95% CIs.{rest}")
     return ("This run shows no effect: no method's 95% CI lies above the base model's on any target, "
             "so its tables and findings exercise the pipeline and cannot support any claim about "
             "the methods.")
