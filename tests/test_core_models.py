@@ -10,6 +10,7 @@ from loraocean import models
 from loraocean.errors import LoraOceanError, MissingPackageError, UnknownNameError
 
 
+@pytest.mark.min_versions
 def test_tiny_is_seeded_and_tokenizer_round_trips():
     m1, tok = models.load("tiny-llama")
     m2, _ = models.load("tiny-llama")
@@ -19,6 +20,7 @@ def test_tiny_is_seeded_and_tokenizer_round_trips():
     assert tok.decode(tok(text).input_ids) == text
 
 
+@pytest.mark.min_versions
 def test_local_folder_gives_identical_logits(tmp_path):
     model, tok = models.load("tiny-llama")
     model.save_pretrained(tmp_path)

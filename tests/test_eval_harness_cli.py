@@ -57,6 +57,7 @@ def test_opencompass_export_from_the_cli(tmp_path, capsys):
     assert code == 2 and "use one of lm-eval, opencompass, alpaca" in err
 
 
+@pytest.mark.min_versions
 def test_lm_eval_plugin_entry_point_is_declared():
     """lm-eval releases with plugin discovery read the `lm_eval.models` group (their plugin guide);
     ours names the registered class."""

@@ -33,6 +33,7 @@ def _full_logits(model, ids):
         return model(input_ids=torch.tensor([ids], device=DEVICE)).logits[0].float()
 
 
+@pytest.mark.min_versions
 def test_choice_scores_equal_hand_computation_in_both_conventions(tiny_llama):
     model, tok = tiny_llama
     examples = _examples()
@@ -64,6 +65,7 @@ def test_choice_scores_equal_hand_computation_in_both_conventions(tiny_llama):
     assert result.n == 3 and result.majority_rate == pytest.approx(1 / 3)
 
 
+@pytest.mark.min_versions
 def test_shared_prefix_cache_equals_full_sequences_across_batches(tiny_llama):
     model, _ = tiny_llama
     rng = np.random.default_rng(0)
@@ -125,6 +127,7 @@ def test_extraction_and_answer_metrics_hand_cases():
     assert token_f1("blue", ["red", "blue sky"]) == pytest.approx(2 / 3)
 
 
+@pytest.mark.min_versions
 def test_batched_left_padded_generation_equals_unbatched_greedy(tiny_llama):
     model, tok = tiny_llama
     prompts = ["hello there", "a", "The quick brown fox jumps over", "xyz 123 !"]
@@ -140,6 +143,7 @@ def test_batched_left_padded_generation_equals_unbatched_greedy(tiny_llama):
         assert text == tok.decode(new, skip_special_tokens=True)
 
 
+@pytest.mark.min_versions
 def test_generate_task_scoring_with_stop_strings(tiny_llama):
     model, tok = tiny_llama
     spec = TaskSpec(name="gen", category="test", source="hand", mode="generate", metric="exact_match",

@@ -12,6 +12,10 @@ from loraocean.moe import get_method, load_adapter
 from loraocean.moe.methods.arrow import prototype
 from test_moe_layer import make_adapters
 
+# `make test-min` runs this file at the lowest declared versions:
+# Arrow and the merges against PEFT's own.
+pytestmark = pytest.mark.min_versions
+
 SPECS = [(4, 8, ["q_proj", "v_proj", "up_proj", "down_proj"], s) for s in (21, 22, 23, 24)]
 
 

@@ -16,6 +16,10 @@ from loraocean.moe.methods.lorahub import combine
 from loraocean.moe.methods.merges import peft_merge
 from test_moe_layer import make_adapters
 
+# `make test-min` runs this file at the lowest declared versions:
+# exports that PEFT must load with the same logits.
+pytestmark = pytest.mark.min_versions
+
 SAME_SHAPE = [(4, 8, ["q_proj", "v_proj", "up_proj", "down_proj"], s) for s in (31, 32)]
 
 

@@ -13,6 +13,10 @@ from loraocean.moe import inject, load_adapter, moe_layers
 from loraocean.moe.layer import FixedGates, MoELinear, top_k_renormalise
 from loraocean.library.card import write_card
 
+# `make test-min` runs this file at the lowest declared versions:
+# the MoE layer against PEFT's LoRA layers (GPT-2's Conv1D too).
+pytestmark = pytest.mark.min_versions
+
 # (rank, alpha, target modules, seed): uneven ranks, scalings and module sets on purpose
 SPECS = [(2, 4, ["q_proj", "v_proj", "up_proj", "down_proj"], 1),
          (4, 16, ["q_proj", "v_proj", "up_proj", "down_proj"], 2),

@@ -66,6 +66,7 @@ def test_training_lowers_target_loss(adapters, data, name, options, library):
 
 
 @pytest.mark.parametrize("name,options", [("loramoe", {}), ("xlora", {"depth": 2, "hidden": 16, "dropout": 0.0})])
+@pytest.mark.min_versions
 def test_answer_only_head_equals_full_loss_and_gradients(adapters, data, name, options):
     """MoE models pass `logits_to_keep` on to the transformers model (as PEFT's do), so the
     trainer's answer-only loss applies to them: same loss and gradients as the full-logits loss."""

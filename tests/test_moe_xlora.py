@@ -11,6 +11,10 @@ from loraocean.models import load
 from loraocean.moe import get_method, load_adapter
 from test_moe_layer import make_adapters
 
+# `make test-min` runs this file at the lowest declared versions:
+# our X-LoRA against PEFT's XLoraModel and transformers' caches.
+pytestmark = pytest.mark.min_versions
+
 CONFIGS = [dict(depth=1, layerwise=False),
            dict(depth=3, hidden=32, layerwise=True, temperature=0.7, top_k=2, softmax_topk=True),
            dict(depth=2, hidden=16, layerwise=True, top_k=2, global_scaling_weight=0.5),

@@ -182,5 +182,8 @@ def test_the_report_says_whether_the_run_shows_an_effect(results):
     # t2: loramoe/manual (50.0-70.0) overlaps base (40.0-60.0); the ppl rows have no CI
     assert above_base(results) == ["loramoe (manual) on t1"]
     assert can_show(results).startswith("This run shows a real effect: loramoe (manual) on t1")
+    assert can_show(results).endswith("no such effect for rocket: their 95% CIs do not lie above "
+                                      "the base model's on any target.")
+    assert "no such effect" not in can_show(results[results.method != "rocket"])
     flat = results[~((results.method == "loramoe") & (results.selection == "manual"))]
     assert above_base(flat) == [] and "cannot support any claim" in can_show(flat)

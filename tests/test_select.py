@@ -68,6 +68,7 @@ def hand_ppl(model, tokenizer, folder, examples):
 
 
 @pytest.mark.parametrize("swap", ["merge", "peft"])
+@pytest.mark.min_versions
 def test_ppl_equals_hand_computation(library, tiny_llama, swap):
     from loraocean.tasks import data_hash, load_split
 

@@ -31,6 +31,7 @@ def card(root, task, source=None):
     stand_in_entry(root / "tiny-llama" / task, row)
 
 
+@pytest.mark.min_versions  # the sentence-transformers model, loaded through the transformers floor
 def test_embedding_ranks_near_copy_first(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAOCEAN_HOME", str(tmp_path / "home"))
     bigbench_task("intent_recognition")  # fails clearly when ../shared is missing

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from loraocean.tasks import get_task, load_split
-from loraocean.tasks.load import _all_splits
+from loraocean.tasks.store import source_splits
 
 
 def cli(*args) -> int:
@@ -59,15 +59,11 @@ def test_fetch_from_an_sdist_archive_then_use_tasks_by_name(tmp_path, monkeypatc
         "FETCHED.json", "intent_recognition/task.json", "logical_deduction/task.json",
         "logical_deduction/three_objects/task.json"]
     assert json.loads((root / "FETCHED.json").read_text())["task_files"] == 3
-    _all_splits.cache_clear()
-    try:
-        n = sum(len(load_split("bb_intent_recognition", s)) for s in ("train", "dev", "test"))
-        assert n == 40
-        assert get_task("bb_logical_deduction_three_objects").source == \
-            "bigbench:logical_deduction/three_objects"
-        assert len(load_split("bb_logical_deduction_three_objects", "test")) > 0
-    finally:
-        _all_splits.cache_clear()
+    n = sum(len(load_split("bb_intent_recognition", s)) for s in ("train", "dev", "test"))
+    assert n == 40
+    assert get_task("bb_logical_deduction_three_objects").source == \
+        "bigbench:logical_deduction/three_objects"
+    assert len(load_split("bb_logical_deduction_three_objects", "test")) > 0
     capsys.readouterr()
     assert cli("tasks", "list", "--source", f"bigbench:{root}") == 0
     out = capsys.readouterr().out
@@ -112,3 +108,19 @@ def test_fetch_downloads_from_the_index_and_checks_the_hash(tmp_path, monkeypatc
     root = fetch.fetch_bigbench()
     assert json.loads((root / "FETCHED.json").read_text())["task_files"] == 3
     assert len(load_split("bb_intent_recognition", "train")) > 0
+
+
+def test_a_fetched_copy_elsewhere_does_not_leak_into_later_loads(tmp_path, monkeypatch):
+    """The examples read while $LORAOCEAN_HOME pointed at a small fetched copy are not what a
+    later load returns once it points back (the task cache is keyed on the data location): this
+    file's fake BIG-bench once made a later test count 913 test examples instead of 1,120."""
+    real = len(source_splits(get_task("bb_intent_recognition"))["test"])
+    assert len(load_split("bb_intent_recognition", "test")) == real  # cached for the tests' copy
+    with monkeypatch.context() as m:
+        m.setenv("LORAOCEAN_HOME", str(tmp_path / "home"))
+        m.delenv("LORAOCEAN_BIGBENCH", raising=False)
+        archive = tmp_path / "bigbench-1.0.0.tar.gz"
+        make_sdist(archive)
+        assert cli("data", "fetch", "bigbench", "--archive", archive) == 0
+        assert sum(len(load_split("bb_intent_recognition", s)) for s in ("train", "dev", "test")) == 40
+    assert real > 40 and len(load_split("bb_intent_recognition", "test")) == real

@@ -11,7 +11,7 @@ import pytest
 from conftest import BIGBENCH, bigbench_task
 
 from loraocean.tasks import get_task, load_split
-from loraocean.tasks.load import _all_splits
+from loraocean.tasks.load import _read_splits
 from loraocean.tasks.sources.packaged import gsm8k_file, humaneval_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
@@ -164,6 +164,7 @@ def test_pinned_split_assignments_never_change_silently():
 
 # --- hub-layout files (--from) -------------------------------------------------------------------
 
+@pytest.mark.min_versions
 def test_prepare_from_parquet_in_the_hub_layout(tmp_path):
     """allenai/ai2_arc keeps each config in a folder of Parquet shards; read through datasets."""
     import datasets
@@ -197,6 +198,7 @@ def test_hub_parquet_conversion_layout_is_found(tmp_path):
     assert split_files(tmp_path, None, "validation") == []
 
 
+@pytest.mark.min_versions
 def test_prepare_from_jsonl_mnli_split_names_and_carved_dev(tmp_path):
     rows = fixture_rows("mnli")
     repo = tmp_path / "glue"
@@ -212,6 +214,7 @@ def test_prepare_from_jsonl_mnli_split_names_and_carved_dev(tmp_path):
     assert meta["counts"]["train"] == 8
 
 
+@pytest.mark.min_versions
 def test_multirc_candidates_of_a_question_stay_in_one_split(tmp_path):
     rows = []
     for p in range(6):
@@ -231,21 +234,23 @@ def test_multirc_candidates_of_a_question_stay_in_one_split(tmp_path):
                for g in groups["dev"])
 
 
+@pytest.mark.min_versions
 def test_load_split_reads_the_prepared_store(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAOCEAN_HOME", str(tmp_path / "home"))
     repo = tmp_path / "boolq"
     write_jsonl(repo / "data" / "train.jsonl", fixture_rows("boolq") * 3)
     write_jsonl(repo / "data" / "validation.jsonl", fixture_rows("boolq"))
-    _all_splits.cache_clear()
+    _read_splits.cache_clear()
     try:
         assert cli("tasks", "prepare", "boolq", "--from", repo) == 0
         assert (tmp_path / "home" / "tasks" / "boolq" / "metadata.json").is_file()
         test = load_split("boolq", "test")
         assert [e.label for e in test] == [1, 0] and test[0].choices == ["no", "yes"]
     finally:
-        _all_splits.cache_clear()
+        _read_splits.cache_clear()
 
 
+@pytest.mark.min_versions
 def test_hub_unreachable_is_a_clear_error(tmp_path, capsys, monkeypatch):
     import subprocess
     import sys

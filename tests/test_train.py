@@ -26,6 +26,7 @@ def _bigbench():
     bigbench_task("intent_recognition")  # fails clearly when ../shared is missing
 
 
+@pytest.mark.min_versions
 def test_adapter_reloads_with_peft_and_gives_identical_logits(tiny_llama, tmp_path):
     from peft import PeftModel, get_peft_model
 

@@ -12,6 +12,10 @@ from loraocean.tasks import load_split
 from loraocean.models.calling import takes_logits_to_keep
 from loraocean.trainer import TrainConfig, answer_loss, train
 
+# `make test-min` runs this file at the lowest declared versions:
+# the answer-only loss through transformers' logits_to_keep, and its fallback.
+pytestmark = pytest.mark.min_versions
+
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_answer_loss_equals_transformers_loss_and_grads(family):

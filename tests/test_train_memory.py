@@ -64,6 +64,7 @@ def loss_and_grads(model, aux, batch):
 
 
 @pytest.mark.parametrize("name", ["lora", "loramoe", "rocket", "xlora", "mole"])
+@pytest.mark.min_versions
 def test_checkpointing_gives_the_same_loss_and_gradients(adapters, encoded, name):
     data, pad_id = encoded
     model, aux = build(name, adapters)
@@ -84,6 +85,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients(adapters, encoded, name
     assert any(g.abs().sum() > 0 for g in want.values())
 
 
+@pytest.mark.min_versions
 def test_checkpointing_in_training_reaches_the_same_weights(adapters, encoded):
     """Whole `train` runs (X-LoRA: gates of pass 2 must survive until backward recomputes it)."""
     data, pad_id = encoded

@@ -155,8 +155,8 @@ def findings(df, preds, convention: str, order: list[str] | None = None) -> list
     return out
 
 
-def above_base(df) -> list[str]:
-    """Cells whose 95% CI lies wholly above the base model's on the same target, seed and
+def _clearing_base(df) -> list:
+    """Rows whose 95% CI lies wholly above the base model's on the same target, seed and
     convention (non-overlapping CIs: an effect the run shows without any test)."""
     from loraocean.moe.registry import base_model_name
 
@@ -167,17 +167,30 @@ def above_base(df) -> list[str]:
     for _, row in df[df["method"] != name].iterrows():
         top = base.get(tuple(row[k] for k in keys))
         if top is not None and row["ci_low"] is not None and row["ci_low"] > top:
-            sel = "" if row["selection"] == "none" else f" ({row['selection']})"
-            out.append(f"{row['method']}{sel} on {row['target']}")
+            out.append(row)
+    return out
+
+
+def above_base(df) -> list[str]:
+    """The cells of `_clearing_base`, as `method (selection) on target`."""
+    out = []
+    for row in _clearing_base(df):
+        sel = "" if row["selection"] == "none" else f" ({row['selection']})"
+        out.append(f"{row['method']}{sel} on {row['target']}")
     return list(dict.fromkeys(out))
 
 
 def can_show(df) -> str:
-    """One plain line: which cells beat the base model with non-overlapping CIs, or that none did."""
+    """One plain line: which cells beat the base model with non-overlapping CIs and which methods
+    did so nowhere, or that none did."""
     cells = above_base(df)
     if cells:
+        cleared = {row["method"] for row in _clearing_base(df)}
+        missed = [m for m in dict.fromkeys(df["method"]) if m != "base" and m not in cleared]
+        rest = (f" It shows no such effect for {', '.join(missed)}: their 95% CIs do not lie above the "
+                "base model's on any target." if missed else "")
         return (f"This run shows a real effect: {', '.join(cells)} scored above the base model with "
-                "non-overlapping 95% CIs.")
+                f"non-overlapping 95% CIs.{rest}")
     return ("This run shows no effect: no method's 95% CI lies above the base model's on any target, "
             "so its tables and findings exercise the pipeline and cannot support any claim about "
             "the methods.")

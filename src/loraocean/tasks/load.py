@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import lru_cache
 
 from loraocean.errors import ConfigError, LoraOceanError
@@ -12,10 +13,18 @@ from loraocean.tasks.example import SPLITS, Example, TaskSpec
 from loraocean.tasks.splits import subsample
 
 
-@lru_cache(maxsize=64)
 def _all_splits(spec: TaskSpec) -> dict[str, tuple[Example, ...]]:
     """A task's examples by split: from its prepared store (`loraocean tasks prepare`) when there
-    is one for this source, else read from the source itself."""
+    is one for this source, else read from the source itself. Cached per data location: a change
+    of $LORAOCEAN_HOME or $LORAOCEAN_BIGBENCH (another cache, another BIG-bench copy) reads again
+    instead of returning the examples read from the old one."""
+    return _read_splits(spec, os.environ.get("LORAOCEAN_HOME", ""), os.environ.get("LORAOCEAN_BIGBENCH", ""))
+
+
+@lru_cache(maxsize=64)
+def _read_splits(spec: TaskSpec, home: str, bigbench: str) -> dict[str, tuple[Example, ...]]:
+    """`_all_splits` for the data location named by `home` and `bigbench` (the cache key only:
+    the readers take both from the environment)."""
     from loraocean.tasks.store import read_store, source_splits, store_dir
 
     folder = store_dir(spec.name)
