@@ -90,7 +90,7 @@ def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
     m = get_method(method)
     cfg = m.make_config(options, n_experts=len(experts))
     p = get_preset(preset)
-    model_name = getattr(model.config, "loraocean_name", None) or "unknown"
+    model_name = models.name_of(model) or "unknown"
     spec = get_task(task)
     train_ex = load_split(spec, "train", limit=p.train_limit, seed=seed)
     try:
