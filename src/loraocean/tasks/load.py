@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 
@@ -10,14 +9,13 @@ from loraocean.errors import ConfigError, LoraOceanError
 from loraocean.tasks.catalog import get_task
 from loraocean.tasks.example import SPLITS, Example, TaskSpec
 from loraocean.tasks.splits import subsample
+from loraocean.tasks.store import read_store, source_splits, store_dir
 
 
 @lru_cache(maxsize=64)
 def _all_splits(spec: TaskSpec) -> dict[str, tuple[Example, ...]]:
     """A task's examples by split: from its prepared store (`loraocean tasks prepare`) when there
     is one for this source, else read from the source itself."""
-    from loraocean.tasks.store import read_store, source_splits, store_dir
-
     folder = store_dir(spec.name)
     if (folder / "metadata.json").is_file():
         meta, splits = read_store(folder)
@@ -40,19 +38,8 @@ def load_split(task: str | TaskSpec, split: str, limit: int | None = None, seed:
     return subsample(examples, limit, seed)
 
 
-def data_hash(examples: list[Example]) -> str:
-    """SHA-256 over the examples' canonical JSON: identifies the exact data a stage used."""
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(json.dumps(ex.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
-
-
 def availability(spec: TaskSpec) -> str:
     """Whether a task's data can be read on this machine now, without the hub."""
-    from loraocean.tasks.store import store_dir
-
     meta = store_dir(spec.name) / "metadata.json"
     if meta.is_file():
         try:
@@ -66,11 +53,7 @@ def availability(spec: TaskSpec) -> str:
     if kind == "bigbench":
         from loraocean.tasks.sources import bigbench
 
-        try:
-            bigbench.locate(ref)
-        except LoraOceanError:
-            return "no (data fetch bigbench)"
-        return "yes (files)"
+        return "yes (files)" if bigbench.available(ref) else "no (data fetch bigbench)"
     try:
         from loraocean.tasks.sources import packaged
 
