@@ -82,8 +82,6 @@ def load_entry_points() -> None:
 
 
 def get_method(name: str) -> Method:
-    import loraocean.moe.methods  # noqa: F401  (registers ours)
-
     if name not in METHODS and not _entry_points_loaded:
         load_entry_points()
     if name not in METHODS:
@@ -94,8 +92,6 @@ def get_method(name: str) -> Method:
 
 
 def all_methods() -> dict[str, Method]:
-    import loraocean.moe.methods  # noqa: F401
-
     load_entry_points()
     return dict(METHODS)
 
