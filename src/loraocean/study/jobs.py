@@ -117,7 +117,7 @@ def expand(cfg: StudyConfig) -> list[Job]:
 TRAIN_TOKENS_PER_S = 150.0
 TOKENS_PER_EXAMPLE = 100       # prompt + answer of a typical BIG-bench choice task, chat template
 METHOD_TRAIN_FACTOR = {"xlora": 2.0, "loramoe": 1.5, "rocket": 1.3}  # step cost vs one LoRA
-ROUTING_EXAMPLES = 16
+ROUTING_EXAMPLES = 16          # evaluation examples an eval job computes routing statistics on
 ORACLE_DEV_EXAMPLES = 100      # the oracle strategy's default dev_limit
 
 
