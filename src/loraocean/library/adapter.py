@@ -20,6 +20,7 @@ from pathlib import Path
 
 from loraocean.artifacts import read_text
 from loraocean.errors import AdapterMismatchError, DataError
+from loraocean.models import name_of
 from loraocean.models.architectures import linear_dims
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -164,11 +165,8 @@ def read_lora(folder: str | Path) -> LoraWeights:
 def check_fits(folder: str | Path, model) -> list[str]:
     """Check every LoRA matrix of the adapter at `folder` against the base model's layer shapes
     (from the safetensors header: no tensor data read; the folder has passed `check_adapter`).
-    Returns the adapted module names; raises
-    AdapterMismatchError naming the first misfit. (PEFT would only warn about missing keys and
-    fail later with a shape error, so we check first.)"""
-    from loraocean.models import name_of
-
+    Returns the adapted module names; raises AdapterMismatchError naming the first misfit. (PEFT
+    would only warn about missing keys and fail later with a shape error, so we check first.)"""
     folder = Path(folder)
     modules = dict(model.named_modules())
     base = name_of(model)
