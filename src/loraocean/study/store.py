@@ -145,12 +145,13 @@ def collect(run_dir: str | Path) -> Path:
     """Rebuild `<run>/results.sqlite` from the finished job folders."""
     run_dir = Path(run_dir)
     study = study_file(run_dir)
+    rows, preds = rows_of(run_dir, study)  # first: a damaged job folder leaves no temporary file
     final = run_dir / DB_NAME
     tmp = run_dir / f".{DB_NAME}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     con = sqlite3.connect(tmp)
     try:
-        _fill(con, study, *rows_of(run_dir, study))
+        _fill(con, study, rows, preds)
         con.commit()
     finally:
         con.close()
