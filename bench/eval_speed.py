@@ -56,7 +56,8 @@ def main() -> None:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from loraocean.evaluation import attach, evaluate
+    from loraocean.checkpoints import attach
+    from loraocean.evaluation import evaluate
     from loraocean.models import load
     from loraocean.tasks import get_task, load_split
 

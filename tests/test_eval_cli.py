@@ -10,7 +10,7 @@ import torch
 from conftest import DEVICE, bigbench_task
 from loraocean.cli import main
 from loraocean.errors import AdapterMismatchError
-from loraocean.evaluation import attach
+from loraocean.checkpoints import attach
 from loraocean.models import load
 from loraocean.library.card import write_card
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import DEVICE, SMOKE_TASKS
-from loraocean.evaluation import attach, generate_texts, score_tokens
+from loraocean.checkpoints import attach
+from loraocean.evaluation import generate_texts, score_tokens
 from loraocean.models import load
 from loraocean.moe.fit import fit
 

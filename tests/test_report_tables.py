@@ -14,7 +14,7 @@ from loraocean.report.build import write_report
 from loraocean.report.findings import findings
 from loraocean.report.stats import compare
 from loraocean.study import load_config, query, run_study
-from loraocean.study.store import predictions
+from loraocean.study.store import predictions, tables as tables_of_run
 
 
 def row(target, method, selection, seed, value, ci=(None, None), maj=0.5):
@@ -96,7 +96,13 @@ def test_report_of_a_run(tmp_path):
     (tmp_path / "s.yaml").write_text(STUDY)
     run_dir = tmp_path / "run"
     run_study(load_config(tmp_path / "s.yaml"), run_dir, stages=standins.STAGES, fetch=False)
+    # the report reads the job folders into the very tables `collect` writes, and writes no table
+    frames = tables_of_run(run_dir)
+    pd.testing.assert_frame_equal(frames[0], query(run_dir))
+    pd.testing.assert_frame_equal(frames[1], predictions(run_dir))
+    (run_dir / "results.sqlite").unlink()
     md, page = write_report(run_dir)
+    assert not (run_dir / "results.sqlite").exists()
     text = md.read_text()
     html = page.read_text()
     df = query(run_dir)

@@ -57,7 +57,8 @@ def main() -> None:
     if bigbench.is_dir():
         os.environ.setdefault("LORAOCEAN_BIGBENCH", str(bigbench))
 
-    from loraocean.evaluation import attach, evaluate
+    from loraocean.checkpoints import attach
+    from loraocean.evaluation import evaluate
     from loraocean.evaluation.opencompass_bridge import write_opencompass_task
     from loraocean.models import load
     from loraocean.tasks import get_task, load_split

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -256,7 +256,3 @@ def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
         model.eval()
     log.seconds = time.perf_counter() - start
     return log
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

@@ -26,8 +26,8 @@ def eval_command(
     from loraocean import models
     from loraocean.artifacts import check_writable, package_versions, write_json_atomic
     from loraocean.errors import ConfigError
-    from loraocean.evaluation import CONVENTIONS, attach, evaluate
-    from loraocean.evaluation.attach import check as check_adapter
+    from loraocean.checkpoints import attach, check as check_adapter
+    from loraocean.evaluation import CONVENTIONS, evaluate
     from loraocean.tasks import data_hash, get_task, load_split
 
     # Every check a user can fail comes before the slow parts, and nothing is written until the end.

@@ -227,7 +227,8 @@ def _evaluate(lib, results, limit, console) -> None:
     """Score each finished adapter on its task's test split (lm-eval convention for choice tasks)
     and record the metric in its card and the manifest."""
     from loraocean import models
-    from loraocean.evaluation import attach, evaluate
+    from loraocean.checkpoints import attach
+    from loraocean.evaluation import evaluate
     from loraocean.tasks import CATALOG, get_task, load_split
 
     bases = {}

@@ -148,7 +148,8 @@ def validate(
 ) -> None:
     """Check data: JSON, fields and types, labels, choices, ids, empty splits (an error naming
     file, line and field; exit 2), then report exact-duplicate inputs across splits."""
-    from loraocean.tasks.validate import leakage, validate_path
+    from loraocean.tasks.store import validate_path
+    from loraocean.tasks.validate import leakage
 
     splits = validate_path(path, task)
     typer.echo(f"ok: {path}: " + ", ".join(f"{s} {len(v)}" for s, v in splits.items()))

@@ -162,9 +162,9 @@ def _generate(model, tokenizer, spec, examples, headline, batch_size, template, 
 
 
 def _pass_at_1(examples, outputs):
-    """Run each generated program against its task's tests in the tasks room's sandbox
+    """Run each generated program against its task's tests in the sandbox (`evaluation.code`)
     (subprocess with time, memory and process limits, no network, temp dir)."""
-    from loraocean.tasks import code
+    from loraocean.evaluation import code
 
     jobs = [(code.program_for(ex, text), ex.metadata["tests"], ex.metadata.get("entry_point"))
             for ex, text in zip(examples, outputs)]

@@ -45,7 +45,7 @@ class LoraOceanLM(LM):
     """lm-eval model over a loraocean model.
 
     `model` is a model object (then `tokenizer` is required) or a name for `loraocean.models.load`;
-    `adapter` is a LoRA folder or MoE checkpoint put on it with `loraocean.evaluation.attach`.
+    `adapter` is a LoRA folder or MoE checkpoint put on it with `loraocean.checkpoints.attach`.
     From the command line: `loraocean lm-eval --model loraocean --model_args
     model=smollm2-135m,adapter=DIR ...`. `batch_size` "auto" (lm-eval's option) means 16;
     `max_batch_size` is accepted and unused; a cuda `device` on a machine without one means the
@@ -55,7 +55,7 @@ class LoraOceanLM(LM):
     def __init__(self, model="smollm2-135m", adapter=None, tokenizer=None, batch_size=16,
                  max_length=None, device=None, max_batch_size=None):
         super().__init__()
-        from loraocean.evaluation.attach import attach
+        from loraocean.checkpoints import attach  # up the ladder: see tests/test_imports.py
 
         if isinstance(model, str):
             import torch

@@ -30,7 +30,7 @@ from loraocean.evaluation.generate import generate_texts
 
 class LoraOceanModel(_Base):
     """`path`: a loraocean model name (smollm2-135m, tiny-llama, a local folder, a hub id);
-    `adapter`: a LoRA folder or MoE checkpoint (`loraocean.evaluation.attach`). `model` and
+    `adapter`: a LoRA folder or MoE checkpoint (`loraocean.checkpoints.attach`). `model` and
     `tokenizer` objects may be given instead of `path` (used by tests)."""
 
     def __init__(self, path: str = "smollm2-135m", adapter: str | None = None, max_seq_len: int = 2048,
@@ -45,7 +45,7 @@ class LoraOceanModel(_Base):
 
             model, tokenizer = load(path)
         if adapter:
-            from loraocean.evaluation.attach import attach
+            from loraocean.checkpoints import attach  # up the ladder: see tests/test_imports.py
 
             model = attach(model, adapter)
         self.model, self.tokenizer = model, tokenizer

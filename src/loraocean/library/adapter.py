@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass, field
 import re._constants as sre
 import re._parser as sre_parse
 from pathlib import Path
 
 from loraocean.artifacts import read_text
-from loraocean.errors import DataError
+from loraocean.errors import AdapterMismatchError, DataError
+from loraocean.models import name_of
+from loraocean.models.architectures import linear_dims
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 MAX_RANK = 65536
@@ -103,12 +106,13 @@ def read_config(folder: str | Path) -> dict:
 
 
 def _pattern_value(module: str, pattern: dict, default):
-    """PEFT's rank_pattern / alpha_pattern: a key matches when it is a regex matching the end of
-    the module name at a dot boundary (keys are checked plain by `read_config`)."""
-    for key, value in (pattern or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
+    """PEFT's rank_pattern / alpha_pattern lookup (its own `get_pattern_key`): the first key that,
+    as a regex, matches the end of the module name at a dot boundary (keys are checked plain by
+    `read_config`)."""
+    from peft.utils.other import get_pattern_key
+
+    pattern = pattern or {}
+    return pattern.get(get_pattern_key(pattern.keys(), module), default)
 
 
 def rank_of(config: dict, module: str, default: int) -> int:
@@ -117,6 +121,71 @@ def rank_of(config: dict, module: str, default: int) -> int:
 
 def alpha_of(config: dict, module: str, rank: int) -> float:
     return _pattern_value(module, config.get("alpha_pattern"), config.get("lora_alpha", rank))
+
+
+def scaling(config: dict, module: str, rank: int) -> float:
+    """The factor PEFT multiplies `module`'s B @ A by: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+    alpha = alpha_of(config, module, rank)
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+@dataclass
+class LoraWeights:
+    """A PEFT LoRA folder as tensors: per adapted module (full name, e.g.
+    `model.layers.0.mlp.up_proj`) A (r x d_in), B (d_out x r), in the file's dtype, and the scaling."""
+    config: dict
+    A: dict = field(default_factory=dict)
+    B: dict = field(default_factory=dict)
+    scale: dict = field(default_factory=dict)
+
+
+def read_lora(folder: str | Path) -> LoraWeights:
+    """The one reader of a LoRA's weights: `check_adapter`, then the tensors with their scaling
+    (rank and alpha patterns and rsLoRA resolved as PEFT resolves them)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = check_adapter(folder)
+    lora = LoraWeights(config)
+    path = Path(folder) / WEIGHTS
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise DataError(path, f"not a readable safetensors file ({err})",
+                        fix="the adapter folder is damaged; re-train or re-copy it") from None
+    for key, value in tensors.items():
+        match = _KEY.fullmatch(key)
+        module = match.group(1).removeprefix(_PREFIX)
+        (lora.A if match.group(2) == "A" else lora.B)[module] = value
+    for module, a in lora.A.items():
+        lora.scale[module] = scaling(config, module, a.shape[0])
+    return lora
+
+
+def check_fits(folder: str | Path, model) -> list[str]:
+    """Check every LoRA matrix of the adapter at `folder` against the base model's layer shapes
+    (from the safetensors header: no tensor data read; the folder has passed `check_adapter`).
+    Returns the adapted module names; raises AdapterMismatchError naming the first misfit. (PEFT
+    would only warn about missing keys and fail later with a shape error, so we check first.)"""
+    folder = Path(folder)
+    modules = dict(model.named_modules())
+    base = name_of(model)
+    adapted = tensor_shapes(folder)
+    for name, shapes in sorted(adapted.items()):
+        module = modules.get(name)
+        if module is None:
+            raise AdapterMismatchError(f"{folder}: the adapter adapts {name!r}, which base model "
+                                       f"{base!r} does not have; it was trained for another model")
+        dims = linear_dims(getattr(module, "base", module))  # an MoE layer keeps the Linear as `base`
+        if dims is None:
+            raise AdapterMismatchError(f"{folder}: {name!r} in {base!r} is a {type(module).__name__}, "
+                                       "not a Linear layer; the adapter was trained for another model")
+        for part, want, have in (("A", shapes["A"][1], dims[0]), ("B", shapes["B"][0], dims[1])):
+            if want != have:
+                raise AdapterMismatchError(
+                    f"{folder}: lora_{part} of {name} has {want} features but {name!r} of base model "
+                    f"{base!r} has {have}; the adapter was trained for another base model")
+    return sorted(adapted)
 
 
 def tensor_shapes(folder: str | Path) -> dict[str, dict[str, list[int]]]:

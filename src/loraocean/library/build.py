@@ -12,7 +12,7 @@ manifest is re-derived from the cards by the driver.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -183,7 +183,3 @@ def build(root: str | Path, model_names: list[str], tasks: list[str], preset: "s
         finally:
             lib.rebuild_manifest()
     return [results[(p.model, p.task)] for p in pairs]
-
-
-def summary_rows(results: list[PairResult]) -> list[dict]:
-    return [asdict(r) for r in results]

@@ -10,49 +10,10 @@ from pathlib import Path
 
 from loraocean import models
 from loraocean.artifacts import atomic_dir, package_versions, write_text_atomic
-from loraocean.errors import AdapterMismatchError, LoraOceanError
-from loraocean.library.adapter import WEIGHTS, check_adapter
+from loraocean.errors import LoraOceanError
+from loraocean.library.adapter import WEIGHTS, check_adapter, check_fits
 from loraocean.library.card import ADAPTER_FILES, CARD, check_card, write_card
 from loraocean.library.store import Entry, Library
-
-
-def check_fits(folder: Path, model) -> list[str]:
-    """Check every LoRA matrix of the adapter against the base model's layer shapes.
-
-    Returns the adapted module names; raises AdapterMismatchError naming the first misfit.
-    (PEFT would only warn about missing keys and fail later with a shape error, so we check first.)
-    """
-    from safetensors import safe_open
-
-    modules = dict(model.named_modules())
-    base = getattr(model.config, "loraocean_name", model.config.name_or_path)
-    adapted = set()
-    with safe_open(str(folder / WEIGHTS), framework="pt") as fh:
-        for key in fh.keys():
-            if ".lora_A." not in key and ".lora_B." not in key:
-                continue
-            name = key.split(".lora_")[0].removeprefix("base_model.model.")
-            module = modules.get(name)
-            if module is None:
-                raise AdapterMismatchError(f"{folder}: the adapter adapts {name!r}, which base model "
-                                           f"{base!r} does not have; it was trained for another model")
-            shape = fh.get_slice(key).get_shape()
-            weight = getattr(module, "weight", None)
-            if weight is None:
-                raise AdapterMismatchError(f"{folder}: {name!r} in {base!r} has no weight to adapt")
-            out_f, in_f = weight.shape
-            if type(module).__name__ == "Conv1D":  # GPT-2 stores (in, out)
-                in_f, out_f = out_f, in_f
-            want = shape[1] if ".lora_A." in key else shape[0]
-            have = in_f if ".lora_A." in key else out_f
-            if want != have:
-                raise AdapterMismatchError(
-                    f"{folder}: {key} has {want} features but {name!r} of base model {base!r} has "
-                    f"{have}; the adapter was trained for another base model")
-            adapted.add(name)
-    if not adapted:
-        raise LoraOceanError(f"{folder}/{WEIGHTS} holds no LoRA weights")
-    return sorted(adapted)
 
 
 def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str, model=None,

@@ -57,7 +57,7 @@ def fit_lora(model, tokenizer, task: str, preset: "str | Preset" = "lite", seed:
 
     preset = get_preset(preset)
     spec, examples = train_examples(task, preset, seed, limit)
-    model_name = getattr(model.config, "loraocean_name", model.config.name_or_path)
+    model_name = models.name_of(model)
     template = template_name(tokenizer, preset.template)
     encoded = [encode(ex, tokenizer, template, max_length=preset.max_length) for ex in examples]
     torch.manual_seed(seed)  # LoRA A init

@@ -37,6 +37,14 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip("/").replace("/", "--"))
 
 
+def name_of(model) -> str | None:
+    """The name a base model is known by: the one `load` recorded on its config
+    (`loraocean_name`), else the hub id or folder transformers recorded (`name_or_path`), else
+    None (a model built from a config)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "loraocean_name", None) or getattr(config, "name_or_path", None) or None
+
+
 def default_device() -> str:
     """$LORAOCEAN_DEVICE when set (e.g. `cpu` on a GPU machine, `cuda:1`), else cuda when
     available, else cpu."""
@@ -197,5 +205,5 @@ def load(name: str, *, device: str | None = None, dtype: torch.dtype | None = No
     return model, tokenizer
 
 
-__all__ = ["load", "resolve", "slug", "targets", "known_names", "default_device", "default_dtype",
+__all__ = ["load", "name_of", "resolve", "slug", "targets", "known_names", "default_device", "default_dtype",
            "dtype_names", "precision", "QUANTIZE"]

@@ -1,4 +1,5 @@
-"""The architecture table: LoRA target modules of each model family, and how to build a tiny one.
+"""The architecture table: LoRA target modules of each model family (their tiny test models:
+`models.tiny`).
 
 `targets(model)` gives the Linear module names a LoRA adapts for a loaded model: the family's
 attention and MLP projections, or (unknown family) every Linear except the output head.
@@ -53,25 +54,6 @@ FAMILIES: dict[str, Family] = {
     "starcoder2": Family(_LLAMA_ATTN, ("c_fc", "c_proj"), "non-gated MLP named c_fc / c_proj"),
 }
 
-# Config fields of the tiny test model of a family, beyond the shared TINY_DIMS.
-_TINY_EXTRA: dict[str, dict] = {
-    "qwen3": {"head_dim": 16},
-    "gemma": {"head_dim": 16},
-    "gemma2": {"head_dim": 16},
-    "gemma3_text": {"head_dim": 16},
-    "opt": {"ffn_dim": 128, "word_embed_proj_dim": 64},
-    "gpt2": {"n_inner": 128},
-    "falcon": {"ffn_hidden_size": 128},
-    "bloom": {"n_head": 4},
-}
-
-
-def tiny_config_kwargs(family: str, vocab_size: int) -> dict:
-    from loraocean.models.tiny import TINY_DIMS
-
-    return dict(TINY_DIMS, vocab_size=vocab_size, **_TINY_EXTRA.get(family, {}))
-
-
 def targets(model, part: str = "all") -> list[str]:
     """Target module names (leaf names, as PEFT's `target_modules` takes them).
 
@@ -96,3 +78,17 @@ def matches(module_name: str, target_names) -> bool:
     """Whether a module path is one of `targets()`' names, as PEFT matches them: the whole path,
     or a suffix after a dot (a leaf name like `q_proj`, or a dotted one like `attn.c_proj`)."""
     return any(module_name == t or module_name.endswith("." + t) for t in target_names)
+
+
+def linear_dims(module) -> tuple[int, int] | None:
+    """(d_in, d_out) of a Linear layer, or of transformers' Conv1D (GPT-2: the same map with the
+    weight stored d_in x d_out, which PEFT adapts with fan_in_fan_out); None for anything else."""
+    import torch
+
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features, module.out_features
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    return None

@@ -8,6 +8,23 @@ import torch
 TINY_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=512)
 
+# Config fields of the tiny test model of a family (`models.architectures.FAMILIES`), beyond the
+# shared TINY_DIMS.
+_TINY_EXTRA: dict[str, dict] = {
+    "qwen3": {"head_dim": 16},
+    "gemma": {"head_dim": 16},
+    "gemma2": {"head_dim": 16},
+    "gemma3_text": {"head_dim": 16},
+    "opt": {"ffn_dim": 128, "word_embed_proj_dim": 64},
+    "gpt2": {"n_inner": 128},
+    "falcon": {"ffn_hidden_size": 128},
+    "bloom": {"n_head": 4},
+}
+
+
+def tiny_config_kwargs(family: str, vocab_size: int) -> dict:
+    return dict(TINY_DIMS, vocab_size=vocab_size, **_TINY_EXTRA.get(family, {}))
+
 
 def byte_tokenizer():
     """A 256-byte-level BPE tokenizer with no merges plus <pad>, <s>, </s>: encodes any text."""
@@ -29,8 +46,7 @@ def byte_tokenizer():
 
 def tiny_config(family: str, vocab_size: int, **special_ids):
     """A small config of `family` (a transformers model_type). Families whose configs use other
-    field names are mapped in `loraocean.models.architectures`."""
-    from loraocean.models.architectures import tiny_config_kwargs
+    field names are mapped in `_TINY_EXTRA`."""
     from transformers import AutoConfig
 
     kwargs = tiny_config_kwargs(family, vocab_size)

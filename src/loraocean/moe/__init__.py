@@ -11,6 +11,7 @@ from loraocean.moe.checkpoint import load_checkpoint, save_checkpoint
 from loraocean.moe.experts import Expert, fresh_expert, load_adapter
 from loraocean.moe.fit import fit, fit_model
 from loraocean.moe.layer import MoELinear, inject, moe_layers, remove
+from loraocean.moe import methods  # noqa: F401  (registers ours before any get_method call)
 from loraocean.moe.model import MoEModel
 from loraocean.moe.registry import METHODS, Method, all_methods, get_method, register_method
 from loraocean.moe.routing import routing_stats, write_routing

@@ -13,6 +13,7 @@ from pathlib import Path
 from loraocean.artifacts import atomic_dir, package_versions, read_text, write_json_atomic
 from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
 from loraocean.library.card import check_card, write_card
+from loraocean.models import name_of
 from loraocean.moe.experts import shaped_expert
 from loraocean.moe.model import MoEModel
 from loraocean.moe.registry import get_method
@@ -31,7 +32,7 @@ def save_checkpoint(model: MoEModel, out: str | Path, card: dict | None = None,
 
     config = {"format_version": FORMAT_VERSION, "method": model.method,
               "config": asdict(model.config_obj), "experts": model.expert_info,
-              "base_model": getattr(model.base.config, "loraocean_name", None)}
+              "base_model": name_of(model.base)}
     with atomic_dir(out, overwrite=overwrite) as tmp:
         state = {k: v.cpu() for k, v in model.moe_state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
@@ -73,7 +74,7 @@ def load_checkpoint(path: str | Path, model) -> MoEModel:
     path = Path(path)
     config = read_config(path)
     check(path)
-    loaded = getattr(model.config, "loraocean_name", None)
+    loaded = name_of(model)
     if config.get("base_model") and loaded and config["base_model"] != loaded:
         raise AdapterMismatchError(f"{path} was fitted on {config['base_model']!r} but the model is "
                                    f"{loaded!r}; load it on the same base model")

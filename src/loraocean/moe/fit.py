@@ -86,7 +86,7 @@ def fit_model(method: str, model, tokenizer, experts: list[str], task: str,
         raise ConfigError(f"{method} does not train, so it takes no training overrides ({train})")
     p = get_preset(preset)
     train_cfg = p.train_config(seed, train)
-    model_name = getattr(model.config, "loraocean_name", None) or "unknown"
+    model_name = models.name_of(model) or "unknown"
     spec = get_task(task)
     train_ex = load_split(spec, "train", limit=p.train_limit, seed=seed)
     try:

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from loraocean.errors import ConfigError
-from loraocean.models.architectures import matches
-from loraocean.moe.experts import Expert, linear_dims
+from loraocean.models.architectures import linear_dims, matches
+from loraocean.moe.experts import Expert
 
 
 def top_k_renormalise(probs: torch.Tensor, k: int | None) -> torch.Tensor:
@@ -185,21 +185,6 @@ def inject(model: nn.Module, experts: list[Expert], targets=None, dropout: float
 
 def moe_layers(model: nn.Module) -> dict[str, MoELinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, MoELinear)}
-
-
-def expert_weights(layers: dict[str, MoELinear], names: list[str]) -> list[Expert]:
-    """The experts' current A/B back as `Expert`s (e.g. after joint training)."""
-    out = []
-    for e, name in enumerate(names):
-        ex = Expert(name=name)
-        for m, layer in layers.items():
-            if layer.ranks[e]:
-                sl = layer.expert_slice(e)
-                ex.A[m] = layer.lora_A.detach()[sl].float().cpu()
-                ex.B[m] = layer.lora_B.detach()[:, sl].float().cpu()
-                ex.scale[m] = float(layer.scales[e])
-        out.append(ex)
-    return out
 
 
 def remove(model: nn.Module) -> None:

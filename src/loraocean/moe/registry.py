@@ -132,8 +132,6 @@ def load_entry_points() -> None:
 
 
 def get_method(name: str) -> Method:
-    import loraocean.moe.methods  # noqa: F401  (registers ours)
-
     if name not in METHODS and not _entry_points_loaded:
         load_entry_points()
     if name not in METHODS:
@@ -144,8 +142,6 @@ def get_method(name: str) -> Method:
 
 
 def all_methods() -> dict[str, Method]:
-    import loraocean.moe.methods  # noqa: F401
-
     load_entry_points()
     return dict(METHODS)
 

@@ -18,17 +18,16 @@ from loraocean.report import plots, tables
 from loraocean.report.flags import flags
 from loraocean.report.oracle import oracle_table
 from loraocean.report.tables import Table
+from loraocean.study import store
 
 
 def _evals(run_dir: Path, study: dict) -> list[tuple[dict, dict]]:
     """(eval inputs, eval result) of every finished evaluation job."""
     out = []
     for job in study["jobs"]:
-        if job["kind"] != "eval":
-            continue
-        path = run_dir / "jobs" / f"eval-{job['key']}" / "result.json"
-        if path.is_file():
-            out.append((job["inputs"], json.loads(path.read_text(encoding="utf-8"))))
+        res = store.job_result(run_dir, job) if job["kind"] == "eval" else None
+        if res is not None:
+            out.append((job["inputs"], res))
     return out
 
 
@@ -37,11 +36,9 @@ def chosen_experts(run_dir: Path, study: dict, model: str) -> dict:
     out = {}
     for job in study["jobs"]:
         i = job["inputs"]
-        if job["kind"] != "select" or i["model"] != model:
-            continue
-        path = run_dir / "jobs" / f"select-{job['key']}" / "result.json"
-        if path.is_file():
-            out[(i["target"], i["seed"], i["strategy"])] = json.loads(path.read_text(encoding="utf-8"))["experts"]
+        res = store.job_result(run_dir, job) if job["kind"] == "select" and i["model"] == model else None
+        if res is not None:
+            out[(i["target"], i["seed"], i["strategy"])] = res["experts"]
     return out
 
 
@@ -87,14 +84,11 @@ def _failures(run_dir: Path) -> list[dict]:
         if folder.is_dir() else []
 
 
-def build_blocks(run_dir: Path, record: dict | None = None) -> list[tuple]:
-    """The report's blocks; `record` (when given) receives the findings and cost tables as data."""
-    from loraocean.study.store import collect, predictions, query, study_file
-
-    study = study_file(run_dir)
-    collect(run_dir)
-    df = query(run_dir)
-    preds = predictions(run_dir)
+def build_blocks(run_dir: Path, record: dict | None = None, frames=None) -> list[tuple]:
+    """The report's blocks; `record` (when given) receives the findings and cost tables as data.
+    `frames`: the (results, predictions) tables of `study.store.tables`, read when not given."""
+    study = store.study_file(run_dir)
+    df, preds = frames if frames is not None else store.tables(run_dir)  # read, never written
     cfg = study["config"]
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
@@ -203,9 +197,9 @@ def routing_blocks(run_dir: Path, study: dict, methods: list[str], figures: Path
 def provenance_blocks(run_dir: Path, study: dict, df) -> list[tuple]:
     seconds: dict[str, float] = {}
     for job in study["jobs"]:
-        path = run_dir / "jobs" / f"{job['kind']}-{job['key']}" / "result.json"
-        if path.is_file():
-            seconds[job["kind"]] = seconds.get(job["kind"], 0.0) + json.loads(path.read_text())["seconds"]
+        res = store.job_result(run_dir, job)
+        if res is not None:
+            seconds[job["kind"]] = seconds.get(job["kind"], 0.0) + res["seconds"]
     rows = [[kind, str(sum(1 for j in study["jobs"] if j["kind"] == kind)), f"{secs / 60:.1f}"]
             for kind, secs in seconds.items()]
     out = [("h2", "Provenance"),
@@ -289,16 +283,15 @@ def to_html(blocks: list[tuple], base: Path, title: str) -> str:
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     """report.md, report.html and results.json (the same findings and costs as data, every results
     row, the code's git commit, package versions and device)."""
-    from loraocean.study.store import query, study_file
-
     run_dir = Path(run_dir)
     record: dict = {}
-    blocks = build_blocks(run_dir, record)
+    frames = store.tables(run_dir)
+    blocks = build_blocks(run_dir, record, frames)
     title = blocks[0][1]
     md = write_text_atomic(run_dir / "report.md", to_markdown(blocks, run_dir))
     page = write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title))
-    study = study_file(run_dir)
-    data = cost.results_json(run_dir, study, query(run_dir), record.get("findings", {}),
+    study = store.study_file(run_dir)
+    data = cost.results_json(run_dir, study, frames[0], record.get("findings", {}),
                              record.get("costs", {}), record.get("can_show"))
     data["train_overrides"] = record.get("train_overrides", {})  # method -> fields; {}: equal budgets
     data["own_selections"] = record.get("own_selections", {})    # method -> strategies beyond the study's

@@ -16,13 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from loraocean.report.tables import Table, ordered
+from loraocean.study.store import job_dir, job_result
 
 LIBRARY_ROW = "library LoRA (each)"
 
 
-def _result(run_dir: Path, job: dict) -> dict | None:
-    path = run_dir / "jobs" / f"{job['kind']}-{job['key']}" / "result.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def training(run_dir: Path, study: dict, df) -> dict[str, list[dict]]:
@@ -43,13 +41,13 @@ def training(run_dir: Path, study: dict, df) -> dict[str, list[dict]]:
         if source is None:  # the base model: nothing trained
             out.setdefault(row["method"], []).append({"trainable_params": 0, "steps": 0, "tokens": 0, "seconds": 0.0})
             continue
-        res = _result(run_dir, jobs[source]) or {}
+        res = job_result(run_dir, jobs[source]) or {}
         log = res.get("train") if jobs[source]["kind"] == "lora" else (res.get("card") or {}).get("train_log")
         log = log or {}
         out.setdefault(row["method"], []).append({
             "trainable_params": log.get("trainable_params", 0 if not log else None),
             "steps": log.get("steps", 0), "tokens": log.get("tokens", 0), "seconds": res.get("seconds")})
-    libs = [(_result(run_dir, j) or {}) for j in study["jobs"] if j["kind"] == "lora"]
+    libs = [(job_result(run_dir, j) or {}) for j in study["jobs"] if j["kind"] == "lora"]
     out[LIBRARY_ROW] = [{"trainable_params": (r.get("train") or {}).get("trainable_params"),
                          "steps": (r.get("train") or {}).get("steps"), "tokens": (r.get("train") or {}).get("tokens"),
                          "seconds": r.get("seconds")} for r in libs if r]
@@ -106,8 +104,8 @@ def devices(run_dir: Path, study: dict) -> list[str]:
     """Devices the run's library LoRAs were trained on (their cards), else this machine's."""
     found = set()
     for job in study["jobs"]:
-        res = _result(run_dir, job) if job["kind"] == "lora" else None
-        card = (run_dir / "jobs" / f"lora-{job['key']}" / res["adapter"] / "card.json") if res else None
+        res = job_result(run_dir, job) if job["kind"] == "lora" else None
+        card = (job_dir(run_dir, "lora", job["key"]) / res["adapter"] / "card.json") if res else None
         if card is not None and card.is_file():
             found.add(json.loads(card.read_text(encoding="utf-8")).get("device"))
     found.discard(None)

@@ -4,12 +4,12 @@ rank correlation (`loraocean.selection.oracle.against_oracle`), averaged over ta
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from loraocean.report.tables import Table
+from loraocean.study.store import job_result
 
 METRICS = ("regret", "precision_at_k", "spearman", "kendall")
 
@@ -21,10 +21,9 @@ def selections(run_dir: Path, study: dict, model: str) -> dict:
     out = {}
     for job in study["jobs"]:
         i = job["inputs"]
-        path = run_dir / "jobs" / f"select-{job['key']}" / "result.json"
-        if job["kind"] != "select" or i["model"] != model or not path.is_file():
+        res = job_result(run_dir, job) if job["kind"] == "select" and i["model"] == model else None
+        if res is None:
             continue
-        res = json.loads(path.read_text(encoding="utf-8"))
         ranking = [Choice(r["task"], r["score"], r.get("reason", "")) for r in res["ranking"]]
         out[(i["target"], i["seed"], i["strategy"])] = Selection(
             i["strategy"], i["target"], model, i["k"], i["seed"], i["shots"], "", ranking, True)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 
 from loraocean.artifacts import package_versions, write_json_atomic
 from loraocean.errors import DataError, UnknownNameError
+from loraocean.models import name_of
 
 
 @dataclass
@@ -41,7 +42,7 @@ class ModelRef:
 
     @classmethod
     def of(cls, model, tokenizer) -> "ModelRef":
-        return cls(getattr(model.config, "loraocean_name", "") or model.config.name_or_path, model, tokenizer)
+        return cls(name_of(model) or "", model, tokenizer)
 
     def loaded(self):
         """(model, tokenizer), loading the model the first time."""
@@ -80,8 +81,6 @@ def get_strategy(name: str, **options) -> Selector:
     """A strategy instance by name; `options` are given to the strategies that take them (others
     ignore them), e.g. seed, map_file, base, pool."""
     import inspect
-
-    import loraocean.selection  # noqa: F401  (its modules fill the registry)
 
     if name not in STRATEGIES:
         raise UnknownNameError("selection strategy", name, STRATEGIES, hint="or `all`")

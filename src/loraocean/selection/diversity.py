@@ -10,49 +10,22 @@ lacks count as zero deltas.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import re
 from pathlib import Path
 
 import torch
 
-from loraocean.errors import ConfigError, DataError
+from loraocean.errors import ConfigError
+from loraocean.library.adapter import read_lora
 from loraocean.selection.base import Choice, ModelRef, get_strategy, strategy
 
 MAX_SUBSETS = 200_000
 
 
 def lora_factors(folder: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """module name -> (A, B, scale) of a PEFT LoRA folder, read with safetensors (float64)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    try:
-        config = json.loads((folder / "adapter_config.json").read_text())
-        weights = load_file(str(folder / "adapter_model.safetensors"))
-    except (OSError, ValueError) as err:
-        raise DataError(folder, f"not a readable PEFT LoRA folder ({err})",
-                        fix="retrain it or remove it from the library") from None
-    alpha_pattern = config.get("alpha_pattern") or {}
-    out = {}
-    for key, a in weights.items():
-        if ".lora_A." not in key:
-            continue
-        module = key.split(".lora_A.")[0]
-        b = weights.get(key.replace(".lora_A.", ".lora_B."))
-        if b is None:
-            raise DataError(folder, f"{key} has no matching lora_B weight", fix="retrain this LoRA")
-        r = a.shape[0]
-        alpha = config.get("lora_alpha", r)
-        for pattern, value in alpha_pattern.items():  # PEFT matches patterns on the module-name end
-            if re.fullmatch(rf"(.*\.)?{pattern}", module):
-                alpha = value
-        scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-        out[module] = (a.double(), b.double(), scale)
-    if not out:
-        raise DataError(folder / "adapter_model.safetensors", "holds no LoRA (lora_A/lora_B) weights")
-    return out
+    """module name -> (A, B, scale) of a PEFT LoRA folder (`library.adapter.read_lora`), in float64."""
+    lora = read_lora(folder)
+    return {m: (a.double(), lora.B[m].double(), lora.scale[m]) for m, a in lora.A.items()}
 
 
 def inner(x: dict, y: dict) -> float:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from loraocean.errors import IntegrityError
+from loraocean.library.adapter import read_lora
 
 
 def _config(path) -> dict:
@@ -51,7 +52,6 @@ def open_slot(model, paths, how: str = "auto"):
 
 
 class MergedSlot:
-    PREFIX = "base_model.model."
 
     def __init__(self, model):
         self.base = model
@@ -65,14 +65,12 @@ class MergedSlot:
                 self.modules[name].weight.copy_(weight)
 
     def load(self, path) -> None:
-        from loraocean.selection.diversity import lora_factors
-
-        fan_in_fan_out = bool(_config(path).get("fan_in_fan_out"))
-        factors = lora_factors(path)
+        lora = read_lora(path)
+        fan_in_fan_out = bool(lora.config.get("fan_in_fan_out"))
         self._restore()
         with torch.no_grad():
-            for key, (a, b, scale) in factors.items():
-                name = key[len(self.PREFIX):] if key.startswith(self.PREFIX) else key
+            for name, a in lora.A.items():
+                b, scale = lora.B[name], lora.scale[name]
                 module = self.modules.get(name)
                 if module is None or not hasattr(module, "weight"):
                     raise IntegrityError(f"{path}: the LoRA adapts {name!r}, which the base model "

@@ -43,15 +43,9 @@ from loraocean import yamlio
 from loraocean.artifacts import read_text
 from loraocean.errors import ConfigError, LoraOceanError
 
-CONVENTIONS = ("lm-eval", "opencompass", "both")
 EXECUTORS = ("local", "ray")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 CAPS = ("max_train", "max_train_steps", "max_fit", "max_fit_steps", "max_eval")
-
-# Used only while the MoE / selection rooms are not importable (their registries are the truth).
-FALLBACK_METHODS = ("loramoe", "xlora", "rocket", "uniform", "single_best", "lorahub", "mole",
-                    "arrow", "merge_cat", "merge_linear", "merge_ties", "merge_dare_ties", "merge_svd")
-FALLBACK_STRATEGIES = ("ppl", "random", "manual", "embedding", "diversity", "oracle")
 
 
 @dataclass
@@ -376,20 +370,15 @@ def _build(data: dict, where: _Where) -> StudyConfig:
 # --- validation against the registries ------------------------------------------------------------
 
 def known_methods() -> list[str]:
-    """Names in the MoE room's registry (ours + entry points); a fixed list until it exists."""
-    try:
-        from loraocean.moe.registry import all_methods
-    except ImportError:
-        return list(FALLBACK_METHODS)
+    """Names in the MoE room's registry (ours + entry points)."""
+    from loraocean.moe.registry import all_methods
+
     return list(all_methods())
 
 
 def known_strategies() -> list[str]:
-    try:
-        import loraocean.selection  # noqa: F401  (its modules fill the registry)
-        from loraocean.selection.base import STRATEGIES
-    except ImportError:
-        return list(FALLBACK_STRATEGIES)
+    from loraocean.selection import STRATEGIES
+
     return list(STRATEGIES)
 
 
@@ -489,6 +478,8 @@ def validate(cfg: StudyConfig, where: _Where) -> None:
                                   "or add tasks to the pool")
     if cfg.selection.shots < 1:
         raise where.error("selection.shots", "must be at least 1")
+    from loraocean.evaluation.evaluate import CONVENTIONS
+
     if cfg.evaluation.convention not in CONVENTIONS:
         raise where.error("evaluation.convention", _unknown("convention", cfg.evaluation.convention,
                                                             list(CONVENTIONS)))

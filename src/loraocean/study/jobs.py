@@ -120,7 +120,7 @@ def expand(cfg: StudyConfig) -> list[Job]:
 # with their size relative to 135M (a rough guide: a 1B model is ~8x slower).
 TRAIN_TOKENS_PER_S = 150.0
 TOKENS_PER_EXAMPLE = 100       # prompt + answer of a typical BIG-bench choice task, chat template
-ROUTING_EXAMPLES = 16
+ROUTING_EXAMPLES = 16          # evaluation examples an eval job computes routing statistics on
 ORACLE_DEV_EXAMPLES = 100      # the oracle strategy's default dev_limit
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +28,7 @@ from loraocean.artifacts import atomic_dir, hash_obj, package_versions, remove_s
 from loraocean.engine import CACHE, Resources, RunFolder, Work, execute
 from loraocean.engine.folder import read_json
 from loraocean.errors import LoraOceanError
+from loraocean.study import store
 from loraocean.study.config import StudyConfig
 from loraocean.study.jobs import KINDS, Job, estimate_seconds, expand, library_id
 
@@ -39,7 +39,7 @@ GPU_SHARE = {"lora": 1.0, "select": 0.5, "fit": 1.0, "eval": 0.5}
 
 
 def job_dir(run_dir: Path, job: Job) -> Path:
-    return Path(run_dir) / "jobs" / job.name
+    return store.job_dir(run_dir, job.kind, job.key)
 
 
 def is_done(run_dir: Path, job: Job) -> bool:
@@ -134,12 +134,9 @@ def ensure_data(cfg: StudyConfig, say: Callable[[str], None]) -> None:
 
     missing = []
     for task in cfg.tasks.library:
-        source = get_task(task).source
-        if source.startswith("bigbench:"):
-            try:
-                bigbench.locate(source.partition(":")[2])
-            except LoraOceanError:
-                missing.append(task)
+        kind, _, ref = get_task(task).source.partition(":")
+        if kind == "bigbench" and not bigbench.available(ref):
+            missing.append(task)
     if missing:
         from loraocean.tasks.fetch import fetch_bigbench
 
@@ -195,7 +192,6 @@ def run_study(cfg: StudyConfig, run_dir: str | Path, *, stages: dict[str, Stage]
     from loraocean.engine.cluster import travelling_env
     from loraocean.engine.schedule import make_executor
     from loraocean.study import stages as default_stages
-    from loraocean.study.store import collect
 
     folder = RunFolder(run_dir)
     run_dir = folder.path
@@ -229,7 +225,7 @@ def run_study(cfg: StudyConfig, run_dir: str | Path, *, stages: dict[str, Stage]
             report = execute(items, engine, folder, waves=KINDS if waves else None, on_outcome=on_outcome)
             summary.ran, summary.failed, summary.skipped = len(report.ran), report.failed, report.skipped
             summary.seconds, summary.loads = report.seconds, report.loads
-        collect(run_dir)
+        store.collect(run_dir)
     return summary
 
 
@@ -243,7 +239,7 @@ def clean_leftovers(cfg: StudyConfig, run_dir: Path) -> None:
     a live writer's are kept."""
     from loraocean.library import Library
 
-    folder = Path(run_dir) / "jobs"
+    folder = Path(run_dir) / store.JOBS
     if folder.is_dir():
         remove_stale(list(folder.glob(".tmp-*")) + list(folder.glob(".old-*")))
     for model in cfg.models:

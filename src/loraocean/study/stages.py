@@ -3,7 +3,7 @@
 - `lora`:   `loraocean.library.train_lora` into the study's library root
 - `select`: a `loraocean.selection` strategy over the study's candidate LoRAs
 - `fit`:    `loraocean.moe.fit` of one method on the selected experts
-- `eval`:   `loraocean.evaluation.attach` + `evaluate` on the target's evaluation split
+- `eval`:   `loraocean.checkpoints.attach` + `evaluate` on the target's evaluation split
 
 A stage gets its job, the run `Context` and a temporary folder `out` (it becomes the job's
 folder when the stage returns); it returns the JSON result. Rooms are imported lazily so the
@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loraocean.errors import LoraOceanError
-from loraocean.study.jobs import Job
+from loraocean.study.jobs import ROUTING_EXAMPLES, Job
 
 EVAL_SEED = 0  # the evaluation subset is the same for every method, selection and seed (paired tests)
 
@@ -97,9 +97,6 @@ def fit(job: Job, ctx, out: Path) -> dict:
     return {"experts": experts, "checkpoint": ckpt.name, "card": card, "created": _now()}
 
 
-ROUTING_EXAMPLES = 16  # evaluation examples the routing statistics are computed on
-
-
 def routing(model, tokenizer, examples) -> dict | None:
     """Mean gate per (layer, expert) of an MoE model over a few evaluation examples."""
     from loraocean.moe import MoEModel, routing_stats
@@ -128,7 +125,7 @@ def eval_examples(ctx, job: Job):
 
 
 def evaluate(job: Job, ctx, out: Path) -> dict:
-    from loraocean.evaluation import attach
+    from loraocean.checkpoints import attach
     from loraocean.evaluation import evaluate as run_eval
 
     i = job.inputs

@@ -24,6 +24,7 @@ from loraocean.artifacts import read_json_object, read_text
 from loraocean.errors import ConfigError, DataError, LoraOceanError
 
 DB_NAME = "results.sqlite"
+JOBS = "jobs"  # <run>/jobs/<kind>-<key>/: `job_dir`
 COLUMNS = {
     "model": "TEXT", "target": "TEXT", "method": "TEXT", "selection": "TEXT", "seed": "INTEGER",
     "convention": "TEXT", "metric": "TEXT", "value": "REAL", "ci_low": "REAL", "ci_high": "REAL",
@@ -63,13 +64,21 @@ def study_file(run_dir: str | Path) -> dict:
     return data
 
 
+def job_dir(run_dir: str | Path, kind: str, key: str) -> Path:
+    """`<run>/jobs/<kind>-<key>/`: the folder of one job (its result.json and artifacts)."""
+    return Path(run_dir) / JOBS / f"{kind}-{key}"
+
+
+def job_result(run_dir: str | Path, job: dict) -> dict | None:
+    """The result.json of a job of study.json (`kind`, `key`); None while it has not finished."""
+    return _load(job_dir(run_dir, job["kind"], job["key"]) / "result.json")
+
+
 def rows_of(run_dir: Path, study: dict) -> tuple[list[dict], list[tuple]]:
     jobs = {j["key"]: j for j in study["jobs"]}
 
     def result(key: str | None) -> dict | None:
-        if key is None or key not in jobs:
-            return None
-        return _load(run_dir / "jobs" / f"{jobs[key]['kind']}-{key}" / "result.json")
+        return job_result(run_dir, jobs[key]) if key in jobs else None
 
     rows, preds = [], []
     for job in study["jobs"]:
@@ -81,10 +90,10 @@ def rows_of(run_dir: Path, study: dict) -> tuple[list[dict], list[tuple]]:
         try:
             rows += _rows(job, jobs, res, result, study)
         except (KeyError, TypeError, AttributeError, ValueError) as err:
-            folder = run_dir / "jobs" / f"eval-{job['key']}"
+            folder = job_dir(run_dir, "eval", job["key"])
             raise DataError(folder / "result.json", f"damaged ({type(err).__name__}: {err}), or a job it "
                             "depends on is", fix=f"remove {folder} and rerun `loraocean run` to redo it") from None
-        preds += _predictions(run_dir / "jobs" / f"eval-{job['key']}" / "predictions.jsonl", job["key"])
+        preds += _predictions(job_dir(run_dir, "eval", job["key"]) / "predictions.jsonl", job["key"])
     return rows, preds
 
 
@@ -136,29 +145,47 @@ def collect(run_dir: str | Path) -> Path:
     """Rebuild `<run>/results.sqlite` from the finished job folders."""
     run_dir = Path(run_dir)
     study = study_file(run_dir)
-    rows, preds = rows_of(run_dir, study)
+    rows, preds = rows_of(run_dir, study)  # first: a damaged job folder leaves no temporary file
     final = run_dir / DB_NAME
     tmp = run_dir / f".{DB_NAME}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     con = sqlite3.connect(tmp)
     try:
-        cols = ", ".join(f"{k} {t}" for k, t in COLUMNS.items())
-        con.execute(f"CREATE TABLE results ({cols}, UNIQUE ({', '.join(KEY)}))")
-        con.execute("CREATE TABLE predictions (eval_key TEXT, convention TEXT, example_id TEXT, "
-                    "correct INTEGER, prediction TEXT)")
-        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-        names = list(COLUMNS)
-        con.executemany(f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES "
-                        f"({', '.join('?' for _ in names)})", [[r.get(k) for k in names] for r in rows])
-        con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?)", preds)
-        con.executemany("INSERT INTO meta VALUES (?, ?)", [
-            ("name", study["name"]), ("config_hash", study["config_hash"]),
-            ("config", json.dumps(study["config"])), ("collected", time.strftime("%Y-%m-%d %H:%M:%S"))])
+        _fill(con, study, rows, preds)
         con.commit()
     finally:
         con.close()
     os.replace(tmp, final)
     return final
+
+
+def tables(run_dir: str | Path):
+    """(results, predictions) DataFrames, exactly as `query` and `predictions` read them after a
+    `collect`, built in memory from the job folders: for readers (the report) that must not
+    write the run folder."""
+    import pandas as pd
+
+    study = study_file(run_dir)
+    with contextlib.closing(sqlite3.connect(":memory:")) as con:
+        _fill(con, study, *rows_of(Path(run_dir), study))
+        return (pd.read_sql_query(f"SELECT * FROM results ORDER BY {', '.join(KEY)}", con),
+                pd.read_sql_query("SELECT * FROM predictions", con))
+
+
+def _fill(con, study: dict, rows: list[dict], preds: list[tuple]) -> None:
+    """Create and fill the results, predictions and meta tables."""
+    cols = ", ".join(f"{k} {t}" for k, t in COLUMNS.items())
+    con.execute(f"CREATE TABLE results ({cols}, UNIQUE ({', '.join(KEY)}))")
+    con.execute("CREATE TABLE predictions (eval_key TEXT, convention TEXT, example_id TEXT, "
+                "correct INTEGER, prediction TEXT)")
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    names = list(COLUMNS)
+    con.executemany(f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES "
+                    f"({', '.join('?' for _ in names)})", [[r.get(k) for k in names] for r in rows])
+    con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?)", preds)
+    con.executemany("INSERT INTO meta VALUES (?, ?)", [
+        ("name", study["name"]), ("config_hash", study["config_hash"]),
+        ("config", json.dumps(study["config"])), ("collected", time.strftime("%Y-%m-%d %H:%M:%S"))])
 
 
 _FILTER = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$")

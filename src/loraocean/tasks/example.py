@@ -3,6 +3,8 @@ described by one `TaskSpec`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -81,3 +83,12 @@ class TaskSpec:
     stop: tuple[str, ...] = ("\n\n",)
     size: tuple[tuple[str, int], ...] = ()
     revision: str = "main"  # hub revision (branch, tag or commit) for `hf:` sources
+
+
+def data_hash(examples: list[Example]) -> str:
+    """SHA-256 over the examples' canonical JSON: identifies the exact data a stage used."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps(ex.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from functools import lru_cache
@@ -11,6 +10,7 @@ from loraocean.errors import ConfigError, LoraOceanError
 from loraocean.tasks.catalog import get_task
 from loraocean.tasks.example import SPLITS, Example, TaskSpec
 from loraocean.tasks.splits import subsample
+from loraocean.tasks.store import read_store, source_splits, store_dir
 
 
 def _all_splits(spec: TaskSpec) -> dict[str, tuple[Example, ...]]:
@@ -25,8 +25,6 @@ def _all_splits(spec: TaskSpec) -> dict[str, tuple[Example, ...]]:
 def _read_splits(spec: TaskSpec, home: str, bigbench: str) -> dict[str, tuple[Example, ...]]:
     """`_all_splits` for the data location named by `home` and `bigbench` (the cache key only:
     the readers take both from the environment)."""
-    from loraocean.tasks.store import read_store, source_splits, store_dir
-
     folder = store_dir(spec.name)
     if (folder / "metadata.json").is_file():
         meta, splits = read_store(folder)
@@ -49,19 +47,8 @@ def load_split(task: str | TaskSpec, split: str, limit: int | None = None, seed:
     return subsample(examples, limit, seed)
 
 
-def data_hash(examples: list[Example]) -> str:
-    """SHA-256 over the examples' canonical JSON: identifies the exact data a stage used."""
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(json.dumps(ex.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
-
-
 def availability(spec: TaskSpec) -> str:
     """Whether a task's data can be read on this machine now, without the hub."""
-    from loraocean.tasks.store import store_dir
-
     meta = store_dir(spec.name) / "metadata.json"
     if meta.is_file():
         try:
@@ -75,11 +62,7 @@ def availability(spec: TaskSpec) -> str:
     if kind == "bigbench":
         from loraocean.tasks.sources import bigbench
 
-        try:
-            bigbench.locate(ref)
-        except LoraOceanError:
-            return "no (data fetch bigbench)"
-        return "yes (files)"
+        return "yes (files)" if bigbench.available(ref) else "no (data fetch bigbench)"
     try:
         from loraocean.tasks.sources import packaged
 

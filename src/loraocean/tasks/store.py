@@ -18,9 +18,12 @@ from pathlib import Path
 from loraocean.artifacts import atomic_dir, package_versions, read_json_object, sha256_file, write_json_atomic
 from loraocean.errors import ConfigError, DataError
 from loraocean.paths import home
-from loraocean.tasks.example import SPLITS, Example, TaskSpec
+from loraocean.tasks import alpaca
+from loraocean.tasks.catalog import get_task
+from loraocean.tasks.example import SPLITS, Example, TaskSpec, data_hash
+from loraocean.tasks.sources import hub, read
 from loraocean.tasks.splits import apply_policy, subsample
-from loraocean.tasks.validate import check_example, check_splits, read_jsonl
+from loraocean.tasks.validate import check_example, check_modes, check_splits, read_jsonl
 
 FORMAT = "loraocean-task-store/1"
 
@@ -32,15 +35,12 @@ def store_dir(task: str) -> Path:
 def source_splits(spec: TaskSpec, from_path=None) -> dict[str, list[Example]]:
     """All of a task's examples by our split, read from its source (or local files: in the
     source's hub layout, or in the alpaca layout, whose split files are our splits)."""
-    from loraocean.tasks import alpaca
-    from loraocean.tasks.sources import read
-
     if from_path is not None and alpaca.is_alpaca(from_path):
         data = alpaca.read(from_path, spec)
         policy = spec.split_policy if isinstance(data, list) else \
             replace(spec.split_policy, kind="native", source_splits=())
         return apply_policy(data, policy, spec.name)
-    data = read(spec.source, spec.name, from_path=from_path)
+    data = read(spec, from_path=from_path)
     return apply_policy(data, spec.split_policy, spec.name)
 
 
@@ -48,8 +48,6 @@ def prepare(spec: TaskSpec, out: str | Path | None = None, from_path: str | Path
             max_train: int | None = None, max_eval: int | None = None, seed: int = 0,
             overwrite: bool = True) -> Path:
     """Convert a task's source into the unified store; returns the folder."""
-    from loraocean.tasks.load import data_hash
-
     for name, cap in (("--max-train", max_train), ("--max-eval", max_eval)):
         if cap is not None and cap < 1:
             raise ConfigError(f"{name} must be at least 1 (got {cap})")
@@ -127,11 +125,47 @@ def read_store(path: str | Path) -> tuple[dict, dict[str, list[Example]]]:
             raise DataError(meta_path, f"counts.{split} is {counts.get(split)} but {file.name} has "
                                        f"{len(splits[split])} examples", field=f"counts.{split}")
     check_splits(splits, path)
-    from loraocean.tasks.load import data_hash
-
     for split in SPLITS:
         if (meta.get("hashes") or {}).get(split) != data_hash(splits[split]):
             raise DataError(meta_path, f"hashes.{split} does not match {split}.jsonl (edited after "
                                        "prepare?)", field=f"hashes.{split}",
                             fix="prepare the task again")
     return meta, splits
+
+
+def validate_path(path: str | Path, task: str | None = None) -> dict[str, list[Example]]:
+    """Check a prepared store, a unified JSONL file, a BIG-bench task.json, or source files of a
+    task (with `task`); returns the examples by split (one split, `all`, for a single file)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file or folder")
+    if path.is_dir() and (path / "metadata.json").is_file():
+        return read_store(path)[1]
+    if path.name == "task.json" or (path.is_dir() and (path / "task.json").is_file()):
+        spec = get_task(f"bigbench:{path}")
+        splits = apply_policy(read(spec), spec.split_policy, spec.name)
+        check_splits(splits, path)
+        return splits
+    if task is None:
+        if path.suffix == ".jsonl":
+            examples = read_jsonl(path)
+            if not examples:
+                raise DataError(path, "no examples")
+            check_modes(examples, path)
+            return {"all": examples}
+        raise DataError(path, "not a prepared store, unified .jsonl or task.json",
+                        fix="for source files in a data set's own schema, name the task: --task T")
+    spec = get_task(task)
+    if spec.source.partition(":")[0] != "hf":
+        raise DataError(path, f"task {task!r} does not read hub-layout files ({spec.source})")
+    if path.is_file():
+        examples = hub.convert_rows(hub.read_file_rows(path), spec, str(path), f"{spec.name}-file")
+        for ex in examples:
+            check_example(ex, path)
+        return {"all": examples}
+    splits = apply_policy(hub.load_task(spec, from_path=path), spec.split_policy, spec.name)
+    for examples in splits.values():
+        for ex in examples:
+            check_example(ex, path)
+    check_splits(splits, path)
+    return splits

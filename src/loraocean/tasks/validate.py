@@ -127,54 +127,7 @@ def leakage(splits: dict[str, list[Example]]) -> list[Leak]:
     return out
 
 
-def validate_path(path: str | Path, task: str | None = None) -> dict[str, list[Example]]:
-    """Check a prepared store, a unified JSONL file, a BIG-bench task.json, or source files of a
-    task (with `task`); returns the examples by split (one split, `all`, for a single file)."""
-    from loraocean.tasks.catalog import get_task
-    from loraocean.tasks.splits import apply_policy
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such file or folder")
-    if path.is_dir() and (path / "metadata.json").is_file():
-        from loraocean.tasks.store import read_store
-
-        return read_store(path)[1]
-    if path.name == "task.json" or (path.is_dir() and (path / "task.json").is_file()):
-        spec = get_task(f"bigbench:{path}")
-        from loraocean.tasks.sources import read
-
-        splits = apply_policy(read(spec.source, spec.name), spec.split_policy, spec.name)
-        check_splits(splits, path)
-        return splits
-    if task is None:
-        if path.suffix == ".jsonl":
-            examples = read_jsonl(path)
-            if not examples:
-                raise DataError(path, "no examples")
-            _check_modes(examples, path)
-            return {"all": examples}
-        raise DataError(path, "not a prepared store, unified .jsonl or task.json",
-                        fix="for source files in a data set's own schema, name the task: --task T")
-    spec = get_task(task)
-    if spec.source.partition(":")[0] != "hf":
-        raise DataError(path, f"task {task!r} does not read hub-layout files ({spec.source})")
-    from loraocean.tasks.sources import hub
-
-    if path.is_file():
-        examples = hub.convert_rows(hub.read_file_rows(path), spec, str(path), f"{spec.name}-file")
-        for ex in examples:
-            check_example(ex, path)
-        return {"all": examples}
-    splits = apply_policy(hub.load_task(spec, from_path=path), spec.split_policy, spec.name)
-    for examples in splits.values():
-        for ex in examples:
-            check_example(ex, path)
-    check_splits(splits, path)
-    return splits
-
-
-def _check_modes(examples: list[Example], where) -> None:
+def check_modes(examples: list[Example], where) -> None:
     if len({ex.choices is None for ex in examples}) > 1:
         raise DataError(where, "mixes choice examples (with choices) and generate examples",
                         field="choices")

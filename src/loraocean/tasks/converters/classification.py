@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loraocean.tasks.converters import choice_example, converter, get, label_index
+from loraocean.tasks.converters.base import choice_example, converter, get, label_index
 
 # task -> (instruction, label field, class words in the hub's ClassLabel order)
 CLASSES = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loraocean.tasks.converters import converter, get, text_list
+from loraocean.tasks.converters.base import converter, get, text_list
 from loraocean.tasks.example import Example
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from loraocean.tasks.converters import (
+from loraocean.tasks.converters.base import (
     RowError, choice_example, converter, get, key_index, label_index, question, text_list,
     with_options,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loraocean.tasks.converters import (
+from loraocean.tasks.converters.base import (
     RowError, choice_example, converter, get, label_index, question, text_list, with_options,
 )
 from loraocean.tasks.example import Example

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
-from loraocean.tasks.converters import (
+from loraocean.tasks.converters.base import (
     RowError, choice_example, converter, get, key_index, text_list, with_options,
 )
 from loraocean.tasks.example import Example

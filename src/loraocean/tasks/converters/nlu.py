@@ -6,7 +6,7 @@ in the class order, and the data set's own class name is kept in metadata.
 
 from __future__ import annotations
 
-from loraocean.tasks.converters import choice_example, converter, get, label_index
+from loraocean.tasks.converters.base import choice_example, converter, get, label_index
 
 # task -> (instruction, input template, choice words, class names as the hub names them)
 GLUE = {

@@ -14,7 +14,7 @@ from loraocean.artifacts import read_json_object
 from loraocean.errors import DataError, LoraOceanError
 from loraocean.paths import home
 from loraocean.tasks.example import Example
-from loraocean.tasks.sources import reader
+from loraocean.tasks.sources.base import reader
 
 FETCH_HINT = "run `loraocean data fetch bigbench` once (downloads the bigbench 1.0.0 sdist from PyPI)"
 
@@ -40,6 +40,15 @@ def locate(ref: str) -> Path:
             return cand / "task.json"
     raise LoraOceanError(f"BIG-bench task {ref!r} not found (looked in {', '.join(map(str, candidates))}); "
                          f"pass a path to a task.json or its folder, or {FETCH_HINT}")
+
+
+def available(ref: str) -> bool:
+    """Whether the task file of `ref` is on this machine (`locate` finds it)."""
+    try:
+        locate(ref)
+    except LoraOceanError:
+        return False
+    return True
 
 
 def task_name_for(ref: str) -> str:
@@ -141,6 +150,6 @@ def mode_of(ref: str) -> str:
 
 
 @reader("bigbench")
-def read_bigbench(ref: str, task: str) -> list[Example]:
+def read_bigbench(ref: str, spec) -> list[Example]:
     path = locate(ref)
-    return convert(_load_json(path), task, path)
+    return convert(_load_json(path), spec.name, path)

@@ -20,7 +20,7 @@ from loraocean.artifacts import read_text
 from loraocean.errors import DataError, LoraOceanError
 from loraocean.tasks.converters import CONVERTERS, RowError
 from loraocean.tasks.example import Example, TaskSpec
-from loraocean.tasks.sources import reader
+from loraocean.tasks.sources.base import reader
 
 EXTENSIONS = ("parquet", "jsonl", "json")
 
@@ -154,7 +154,5 @@ def load_task(spec: TaskSpec, from_path: str | Path | None = None) -> dict[str, 
 
 
 @reader("hf")
-def read_hub(ref: str, task: str, from_path: str | Path | None = None):
-    from loraocean.tasks.catalog import get_task
-
-    return load_task(get_task(task), from_path)
+def read_hub(ref: str, spec, from_path: str | Path | None = None):
+    return load_task(spec, from_path)

