@@ -183,10 +183,12 @@ def above_base(df) -> list[str]:
 def can_show(df) -> str:
     """One plain line: which cells beat the base model with non-overlapping CIs and which methods
     did so nowhere, or that none did."""
+    from loraocean.moe.registry import base_model_name
+
     cells = above_base(df)
     if cells:
         cleared = {row["method"] for row in _clearing_base(df)}
-        missed = [m for m in dict.fromkeys(df["method"]) if m != "base" and m not in cleared]
+        missed = [m for m in dict.fromkeys(df["method"]) if m != base_model_name() and m not in cleared]
         rest = (f" It shows no such effect for {', '.join(missed)}: their 95% CIs do not lie above the "
                 "base model's on any target." if missed else "")
         return (f"This run shows a real effect: {', '.join(cells)} scored above the base model with "

@@ -57,6 +57,9 @@ class Selector(Protocol):
     name: str
     higher_is_better: bool
     uses_target_labels: bool
+    # Optional: `estimate_seconds(scoring, shots)`, a staticmethod giving the strategy's rough cost
+    # for a study's time estimate, `scoring` being the seconds to score one example with every
+    # candidate LoRA; a strategy without it is taken as free (0.1 s).
 
     def select(self, target_task: str, candidates: list, model: ModelRef, k: int,
                examples: list) -> list[Choice]:
@@ -75,6 +78,12 @@ def strategy(name: str):
         return cls
 
     return deco
+
+
+def estimate_seconds(name: str, scoring: float, shots: int) -> float:
+    """A strategy's rough cost for a study's time estimate (see `Selector`)."""
+    estimate = getattr(STRATEGIES.get(name), "estimate_seconds", None)
+    return 0.1 if estimate is None else float(estimate(scoring, shots))
 
 
 def get_strategy(name: str, **options) -> Selector:

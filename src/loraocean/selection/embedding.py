@@ -93,6 +93,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 @strategy("embedding")
 class Embedding:
+    @staticmethod
+    def estimate_seconds(scoring: float, shots: int) -> float:
+        return 10.0  # loading the sentence embedder and encoding the task texts
+
     higher_is_better = True
     uses_target_labels = False
 

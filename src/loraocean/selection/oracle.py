@@ -12,10 +12,16 @@ from loraocean.selection.swap import open_slot
 
 @strategy("oracle")
 class Oracle:
+    DEV_LIMIT = 100  # dev examples per candidate by default
+
+    @staticmethod
+    def estimate_seconds(scoring: float, shots: int) -> float:
+        return scoring * Oracle.DEV_LIMIT  # every candidate alone on the dev examples
+
     higher_is_better = True
     uses_target_labels = True
 
-    def __init__(self, dev_limit: int = 100, seed: int = 0, batch_size: int = 8):
+    def __init__(self, dev_limit: int = DEV_LIMIT, seed: int = 0, batch_size: int = 8):
         self.dev_limit = dev_limit
         self.seed = seed
         self.batch_size = batch_size

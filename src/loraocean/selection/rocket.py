@@ -22,6 +22,10 @@ from loraocean.selection.swap import open_slot
 
 @strategy("rocket")
 class Rocket:
+    @staticmethod
+    def estimate_seconds(scoring: float, shots: int) -> float:
+        return 2 * scoring * shots / 1.5  # the K-shot accuracy shortlist, then ppl's scoring
+
     higher_is_better = True
     uses_target_labels = False  # the K shots are train examples, as for `ppl`
 

@@ -121,7 +121,13 @@ def expand(cfg: StudyConfig) -> list[Job]:
 TRAIN_TOKENS_PER_S = 150.0
 TOKENS_PER_EXAMPLE = 100       # prompt + answer of a typical BIG-bench choice task, chat template
 ROUTING_EXAMPLES = 16          # evaluation examples an eval job computes routing statistics on
-ORACLE_DEV_EXAMPLES = 100      # the oracle strategy's default dev_limit
+
+
+def selection_seconds(strategy: str, scoring: float, shots: int) -> float:
+    """A selection strategy's own estimate (`selection.base.estimate_seconds`)."""
+    from loraocean.selection import base
+
+    return base.estimate_seconds(strategy, scoring, shots)
 
 
 def _method_cost(name: str, kind: str) -> float:
@@ -153,9 +159,7 @@ def estimate_seconds(job: Job, cfg: StudyConfig) -> float:
         return _train_tokens(i["max_train"], i["max_steps"], 8) / rate
     if job.kind == "select":
         scoring = len(i["candidates"]) * 1.5 * TOKENS_PER_EXAMPLE / (3 * rate)  # per example, all LoRAs
-        return {"ppl": scoring * i["shots"] / 1.5, "embedding": 10.0,  # by selection strategy
-                "rocket": 2 * scoring * i["shots"] / 1.5,  # K-shot accuracy, then ppl's scoring
-                "oracle": scoring * ORACLE_DEV_EXAMPLES}.get(i["strategy"], 0.1)
+        return selection_seconds(i["strategy"], scoring, i["shots"])
     if job.kind == "fit":
         return _train_tokens(i["max_fit"], i["max_steps"], 8) * _method_cost(i["method"], "train_cost") / rate
     n = (i["max_eval"] or 500) + (ROUTING_EXAMPLES if i["selection"] else 0)
