@@ -5,6 +5,8 @@ micro-batch; the options are checked, and quantized loading says why it cannot r
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -42,7 +44,7 @@ def build(name: str, adapters):
         from peft import get_peft_model
 
         torch.manual_seed(0)
-        preset = get_preset("smoke").replace(dropout=0.1)
+        preset = dataclasses.replace(get_preset("smoke"), dropout=0.1)
         return get_peft_model(base, lora_config(base, preset)).train(), None
     method = get_method(name)
     options = {"depth": 2, "hidden": 16, "dropout": 0.2} if name == "xlora" else {}
@@ -157,9 +159,9 @@ def test_bad_memory_options_are_config_errors(encoded):
 
 
 def test_presets_checkpoint_at_scale_and_execution_fields_are_not_staleness():
-    assert PRESETS["loralib"].gradient_checkpointing and not PRESETS["lite"].gradient_checkpointing
+    assert PRESETS["loralib"].train.gradient_checkpointing and not PRESETS["lite"].train.gradient_checkpointing
     assert PRESETS["loralib"].train_config(0).gradient_checkpointing
-    assert moe_preset("loralib").train_config("loramoe", 0).gradient_checkpointing
+    assert moe_preset("loralib").train_config(0).gradient_checkpointing
     card = PRESETS["loralib"].to_dict()
     assert not is_stale({**card, "gradient_checkpointing": False, "micro_batch": 2})
     old = {k: v for k, v in card.items() if k not in ("gradient_checkpointing", "micro_batch", "max_memory_gib")}
