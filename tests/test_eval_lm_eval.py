@@ -11,7 +11,7 @@ import torch
 from conftest import DEVICE, bigbench_task
 from loraocean.batching import encode
 from loraocean.evaluation import evaluate
-from loraocean.evaluation.lm_eval_bridge import LoraOceanLM, write_lm_eval_task
+from loraocean.bridges.lm_eval_bridge import LoraOceanLM, write_lm_eval_task
 from loraocean.models import load
 from loraocean.tasks import get_task, load_split
 from loraocean.trainer import TrainConfig, train

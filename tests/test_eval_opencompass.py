@@ -8,7 +8,7 @@ import torch
 
 from conftest import DEVICE
 from loraocean.evaluation import generate_texts, score_choices
-from loraocean.evaluation.opencompass_bridge import LoraOceanModel
+from loraocean.bridges.opencompass_bridge import LoraOceanModel
 from loraocean.tasks import Example, render
 
 

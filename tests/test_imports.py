@@ -14,15 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "loraocean"
 DOC = ROOT / "docs" / "architecture.md"
 
-# (importing module, imported module): the imports allowed to point up, each with its reason.
-EXCEPTIONS = {
-    ("loraocean.evaluation.lm_eval_bridge", "loraocean.checkpoints"):
-        "lm-eval instantiates LoraOceanLM from strings (model_args adapter=DIR), so the plugin puts "
-        "the adapter on itself; its import path is published (pyproject entry point lm_eval.models)",
-    ("loraocean.evaluation.opencompass_bridge", "loraocean.checkpoints"):
-        "OpenCompass builds LoraOceanModel from a config (adapter=DIR) in the same way; its import "
-        "path is published in integrations/opencompass",
-}
 
 
 def read_ladder(doc: Path = DOC) -> dict[str, int]:
@@ -146,12 +137,9 @@ def test_no_import_circles():
 def test_imports_point_down_the_ladder():
     ladder = read_ladder()
     bad = upward(imports(PACKAGE), ladder)
-    unexplained = [(m, t, line) for m, t, line in bad if (m, t) not in EXCEPTIONS]
-    assert not unexplained, "imports that point up or sideways on the ladder of docs/architecture.md:\n" + \
+    assert not bad, "imports that point up or sideways on the ladder of docs/architecture.md:\n" + \
         "\n".join(f"  {m} (line {line}) imports {t}: {room_of(m)} (rung {ladder[room_of(m)]}) -> "
-                  f"{room_of(t)} (rung {ladder[room_of(t)]})" for m, t, line in unexplained)
-    unused = set(EXCEPTIONS) - {(m, t) for m, t, _ in bad}
-    assert not unused, f"EXCEPTIONS lists imports that no longer point up: {sorted(unused)}; remove them"
+                  f"{room_of(t)} (rung {ladder[room_of(t)]})" for m, t, line in bad)
 
 
 def test_the_checks_find_what_they_look_for(tmp_path):

@@ -59,7 +59,7 @@ def main() -> None:
 
     from loraocean.checkpoints import attach
     from loraocean.evaluation import evaluate
-    from loraocean.evaluation.opencompass_bridge import write_opencompass_task
+    from loraocean.bridges.opencompass_bridge import write_opencompass_task
     from loraocean.models import load
     from loraocean.tasks import get_task, load_split
 

@@ -14,7 +14,7 @@ HELP = """Run lm-eval with the `loraocean` model registered; every argument goes
 
 
 def lm_eval_command(ctx: typer.Context) -> None:
-    from loraocean.evaluation.lm_eval_bridge import run_cli  # MissingPackageError without lm-eval
+    from loraocean.bridges.lm_eval_bridge import run_cli  # MissingPackageError without lm-eval
 
     run_cli(list(ctx.args))
 

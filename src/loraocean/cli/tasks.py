@@ -197,14 +197,14 @@ def export(
     examples = load_split(spec, split, limit=limit, seed=seed)
     tokenizer = models.load(model)[1]
     if to == "lm-eval":
-        from loraocean.evaluation.lm_eval_bridge import write_lm_eval_task
+        from loraocean.bridges.lm_eval_bridge import write_lm_eval_task
 
         path = write_lm_eval_task(spec, examples, tokenizer, out)
         typer.echo(f"wrote {path} ({len(examples)} examples); run it with "
                    f"`loraocean lm-eval --model loraocean --model_args model={model} "
                    f"--tasks {spec.name} --include_path {out}`")
     else:
-        from loraocean.evaluation.opencompass_bridge import write_opencompass_task
+        from loraocean.bridges.opencompass_bridge import write_opencompass_task
 
         _, config = write_opencompass_task(spec, examples, tokenizer, out, model_name=model,
                                            adapter=adapter)

@@ -146,7 +146,7 @@ def evaluate(job: Job, ctx, out: Path) -> dict:
                       batch_size=ctx.cfg.evaluation.batch_size, progress=progress)
     scores, preds = score_rows(result)
     if i.get("harness"):  # lm-eval's tasks too: one score row per task, convention "lm-eval:<task>"
-        from loraocean.evaluation.lm_eval_bridge import harness_scores
+        from loraocean.bridges.lm_eval_bridge import harness_scores
 
         more = harness_scores(model, tokenizer, i["harness"]["tasks"], ctx.cfg.evaluation.batch_size,
                               limit=i["max_eval"], include_path=i["harness"]["include_path"])

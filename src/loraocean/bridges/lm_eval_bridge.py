@@ -55,7 +55,7 @@ class LoraOceanLM(LM):
     def __init__(self, model="smollm2-135m", adapter=None, tokenizer=None, batch_size=16,
                  max_length=None, device=None, max_batch_size=None):
         super().__init__()
-        from loraocean.checkpoints import attach  # up the ladder: see tests/test_imports.py
+        from loraocean.checkpoints import attach  # the harness names the adapter (see bridges/__init__)
 
         if isinstance(model, str):
             import torch

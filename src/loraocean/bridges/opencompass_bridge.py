@@ -45,7 +45,7 @@ class LoraOceanModel(_Base):
 
             model, tokenizer = load(path)
         if adapter:
-            from loraocean.checkpoints import attach  # up the ladder: see tests/test_imports.py
+            from loraocean.checkpoints import attach  # the harness names the adapter (see bridges/__init__)
 
             model = attach(model, adapter)
         self.model, self.tokenizer = model, tokenizer
@@ -85,7 +85,7 @@ if MODELS is not None:
     MODELS.register_module(name="LoraOceanModel", module=LoraOceanModel, force=True)
 
 
-CONFIG = '''# OpenCompass config written by loraocean.evaluation.opencompass_bridge.write_opencompass_task.
+CONFIG = '''# OpenCompass config written by loraocean.bridges.opencompass_bridge.write_opencompass_task.
 # Run in the OpenCompass environment:  opencompass THIS_FILE -w OUTPUT_DIR
 from opencompass.datasets import JsonlDataset  # noqa: E402  (plain JSONL rows)
 from opencompass.openicl.icl_evaluator import AccEvaluator
@@ -93,7 +93,7 @@ from opencompass.openicl.icl_inferencer import PPLInferencer
 from opencompass.openicl.icl_prompt_template import PromptTemplate
 from opencompass.openicl.icl_retriever import ZeroRetriever
 
-from loraocean.evaluation.opencompass_bridge import LoraOceanModel
+from loraocean.bridges.opencompass_bridge import LoraOceanModel
 
 # One template per label: our rendered prompt, the separator, the choice text.
 _templates = {TEMPLATES}
