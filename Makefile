@@ -53,11 +53,18 @@ bench: $(STAMP)
 # current releases.
 MIN_VENV ?= .cache/venv-min
 MIN_STAMP := $(MIN_VENV)/.loraocean-installed
-$(MIN_STAMP): pyproject.toml Makefile constraints/min-versions.txt
-	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
-	$(MIN_VENV)/bin/python -m pip install -q torch==2.13.0
+# It starts as a copy of the main environment's packages (the same torch build and the rest: a copy
+# takes seconds where a second torch install takes minutes), then pip replaces what the floors pin
+# and whatever their own requirements need older. A copy, not hard links: pip must never write
+# through a shared file into the main environment.
+PURELIB = -c 'import sysconfig; print(sysconfig.get_path("purelib"))'
+$(MIN_STAMP): $(STAMP) pyproject.toml Makefile constraints/min-versions.txt
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	cp -a "$$($(BIN)/python $(PURELIB))/." "$$($(MIN_VENV)/bin/python $(PURELIB))/"
 	$(MIN_VENV)/bin/python -m pip install -q -e '.[ray,lmeval,test]' -c constraints/min-versions.txt
-	$(MIN_VENV)/bin/python -m pip install -q --no-deps $(NODEPS)
+	$(MIN_VENV)/bin/python -c "import transformers, peft, accelerate, datasets, torch; \
+	    print('min environment:', *(f'{m.__name__} {m.__version__}' for m in (transformers, peft, accelerate, datasets, torch)))"
 	touch $(MIN_STAMP)
 
 venv-min: $(MIN_STAMP)
