@@ -171,13 +171,18 @@ def _clearing_base(df) -> list:
     return out
 
 
-def above_base(df) -> list[str]:
-    """The cells of `_clearing_base`, as `method (selection) on target`."""
+def _cells(rows) -> list[str]:
+    """Rows of `_clearing_base` as `method (selection) on target`, each once."""
     out = []
-    for row in _clearing_base(df):
+    for row in rows:
         sel = "" if row["selection"] == "none" else f" ({row['selection']})"
         out.append(f"{row['method']}{sel} on {row['target']}")
     return list(dict.fromkeys(out))
+
+
+def above_base(df) -> list[str]:
+    """The cells whose 95% CI lies wholly above the base model's (`_clearing_base`)."""
+    return _cells(_clearing_base(df))
 
 
 def can_show(df) -> str:
@@ -185,13 +190,14 @@ def can_show(df) -> str:
     did so nowhere, or that none did."""
     from loraocean.moe.registry import base_model_name
 
-    cells = above_base(df)
-    if cells:
-        cleared = {row["method"] for row in _clearing_base(df)}
-        missed = [m for m in dict.fromkeys(df["method"]) if m != base_model_name() and m not in cleared]
+    rows = _clearing_base(df)
+    if rows:
+        cleared = {row["method"] for row in rows}
+        base = base_model_name()
+        missed = [m for m in dict.fromkeys(df["method"]) if m != base and m not in cleared]
         rest = (f" It shows no such effect for {', '.join(missed)}: their 95% CIs do not lie above the "
                 "base model's on any target." if missed else "")
-        return (f"This run shows a real effect: {', '.join(cells)} scored above the base model with "
+        return (f"This run shows a real effect: {', '.join(_cells(rows))} scored above the base model with "
                 f"non-overlapping 95% CIs.{rest}")
     return ("This run shows no effect: no method's 95% CI lies above the base model's on any target, "
             "so its tables and findings exercise the pipeline and cannot support any claim about "
