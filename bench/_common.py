@@ -50,9 +50,11 @@ def model_from_args(args, default: str = "smollm2-135m") -> str:
     return getattr(args, "model", None) or default
 
 
-def shaped_model(shape: str, seed: int = 0) -> Path:
+def shaped_model(shape: str, seed: int = 0, vocab_size: int | None = None) -> Path:
     """A randomly initialised llama of `shape` in the cache, built once (directly on the default
-    device, in its default dtype, so an 8B shape needs no CPU copy)."""
+    device, in its default dtype, so an 8B shape needs no CPU copy). `vocab_size` widens the
+    embeddings and output head beyond the embedded tokenizer's (e.g. Llama 3's 128256, for memory
+    figures); token ids above the tokenizer's are then never produced by it, only by benches."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -60,11 +62,11 @@ def shaped_model(shape: str, seed: int = 0) -> Path:
     from loraocean.models import default_device, default_dtype, embedded
     from loraocean.paths import cache_dir
 
-    folder = cache_dir("bench-models") / f"random-{shape}"
+    folder = cache_dir("bench-models") / (f"random-{shape}" + (f"-vocab{vocab_size}" if vocab_size else ""))
     if (folder / "config.json").is_file():
         return folder
     tokenizer = AutoTokenizer.from_pretrained(str(embedded.folder()))
-    config = AutoConfig.for_model("llama", **SHAPES[shape], vocab_size=len(tokenizer),
+    config = AutoConfig.for_model("llama", **SHAPES[shape], vocab_size=vocab_size or len(tokenizer),
                                   max_position_embeddings=4096,
                                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id)

@@ -11,10 +11,12 @@ Each configuration runs in its own process, so the figures do not mix:
 - CPU: the process's peak resident memory (ru_maxrss) minus its resident memory before the step,
   i.e. what the step added (the allocator keeps freed memory, so this is the step's high-water mark).
 
-Options: --shape embedded | llama-1b | llama-8b (randomly initialised with Llama-3.2-1B's /
-Llama-3-8B's shape), or --model NAME (any `loraocean.models.load` name, e.g. a local folder, with
---quantize 4bit|8bit on CUDA); --batch, --length (default: the loralib preset's 8 x 1024);
---dtype (default bf16 on CUDA, fp32 on CPU); --method lora | loramoe.
+Options: --shape embedded | tiny | llama-1b | llama-8b (randomly initialised with Llama-3.2-1B's /
+Llama-3-8B's shape and Llama 3's vocabulary), or --model NAME (any `loraocean.models.load` name,
+e.g. a local folder); --quantize 4bit|8bit on CUDA (a shape is then saved to the cache once and
+loaded through bitsandbytes); --batch, --length (default: the loralib preset's 8 x 1024);
+--dtype (default bf16 on CUDA, fp32 on CPU); --method lora | loramoe; --peak-tflops (the card's
+dense bf16 peak, for the matrix rate; known for H100/H200/A100/L40S).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ import time
 
 import torch
 
-SHAPES = {  # Llama-3.2-1B and Llama-3-8B (random weights: memory and speed depend on shape only)
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
-}
+from _common import SHAPES, shaped_model
+
+LLAMA3_VOCAB = 128256  # the shapes' real vocabulary: the output head's memory depends on it
+
+# Dense bf16 matrix peak of cards (TFLOP/s, without sparsity, from the vendors' data sheets); any
+# other card: pass --peak-tflops.
+PEAK_BF16_TFLOPS = [("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0),
+                    ("L40S", 362.0)]
 
 
 def build_model(args):
@@ -43,14 +47,31 @@ def build_model(args):
     if args.model:
         return models.load(args.model, device=args.device, dtype=dtype, quantize=args.quantize)[0]
     if args.shape == "embedded":
-        return models.load("smollm2-135m", device=args.device, dtype=dtype)[0]
+        return models.load("smollm2-135m", device=args.device, dtype=dtype, quantize=args.quantize)[0]
+    if args.quantize:  # bitsandbytes quantises while loading: a saved folder of the shape (once)
+        return models.load(str(shaped_model(args.shape, vocab_size=LLAMA3_VOCAB)), device=args.device,
+                           dtype=dtype, quantize=args.quantize)[0]
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(max_position_embeddings=8192, rope_theta=500000.0, **SHAPES[args.shape])
+    config = LlamaConfig(max_position_embeddings=8192, rope_theta=500000.0, **SHAPES[args.shape],
+                         vocab_size=LLAMA3_VOCAB)
     with torch.device(args.device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.config.loraocean_name = args.shape
     return model.eval()
+
+
+def matmul_parameters(model) -> int:
+    """Weights of every Linear the forward multiplies by (the frozen base's, the output head's and
+    the LoRA's; embeddings are a lookup and not counted). 4-bit layers count their real size."""
+    total = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if weight is None or isinstance(module, torch.nn.Embedding) or weight.dim() != 2:
+            continue
+        shape = getattr(weight, "quant_state", None)
+        total += shape.shape.numel() if shape is not None else weight.numel()
+    return total
 
 
 def trainable(model, method: str):
@@ -117,7 +138,17 @@ def child(args) -> dict:
             peak = high * 1024 - before
     n_trainable = sum(p.numel() for p in params)
     return {"checkpointing": args.checkpointing, "peak_bytes": peak, "rss_before": before,
-            "seconds": seconds, "trainable": n_trainable, "device": str(device)}
+            "seconds": seconds, "trainable": n_trainable, "device": str(device),
+            "matmul_parameters": matmul_parameters(model)}
+
+
+def peak_tflops(args) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    if not args.device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(args.device)
+    return next((tf for key, tf in PEAK_BF16_TFLOPS if key in name), None)
 
 
 def main() -> None:
@@ -130,6 +161,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--length", type=int, default=1024)
     ap.add_argument("--dtype", default=None)
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the card's dense bf16 peak (default: known for H100/H200/A100/L40S)")
     ap.add_argument("--checkpointing", type=int, default=None, help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
@@ -148,9 +181,17 @@ def main() -> None:
         r = json.loads(out.strip().splitlines()[-1])
         results[on] = r
         tokens = args.batch * args.length
+        # Matrix rate, counted as the issue states it: tokens/s x 6 x the parameters of every
+        # Linear the forward runs (base, head, LoRA); attention scores and the frozen weights'
+        # skipped gradient (4 x, not 6 x, is what a frozen base really costs) are not corrected for.
+        tflops = tokens / r["seconds"] * 6 * r["matmul_parameters"] / 1e12
+        peak = peak_tflops(args)
+        rate = f", {tflops:.1f} TFLOP/s by 6 x {r['matmul_parameters'] / 1e9:.2f} G matmul parameters per token"
+        if peak:
+            rate += f" = {100 * tflops / peak:.0f}% of the card's {peak:.0f} bf16 TFLOP/s"
         print(f"checkpointing {'on ' if on else 'off'}: peak {r['peak_bytes'] / 2**30:.2f} GiB"
               f"{' (step increment of resident memory)' if args.device == 'cpu' else ''}, "
-              f"step {r['seconds']:.2f} s, {tokens / r['seconds']:.0f} tokens/s, "
+              f"step {r['seconds']:.2f} s, {tokens / r['seconds']:.0f} tokens/s{rate}, "
               f"{r['trainable'] / 1e6:.2f} M trainable parameters")
     print(f"peak memory with / without checkpointing: {results[1]['peak_bytes'] / results[0]['peak_bytes']:.2f}; "
           f"step time with / without: {results[1]['seconds'] / results[0]['seconds']:.2f}")
