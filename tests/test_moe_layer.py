@@ -249,3 +249,23 @@ def test_gpt2_conv1d_and_dotted_targets_equal_peft(tmp_path):
     moe = method.build(load("tiny-gpt2")[0], [load_adapter(p) for p in paths], method.make_config({}))
     adapted = sorted({n.split(".h.0.", 1)[1] for n in moe.layers() if ".h.0." in n})
     assert adapted == ["mlp.c_fc", "mlp.c_proj"]
+
+
+def test_router_on_bfloat16_activations_is_mixtrals_and_trains_a_float32_weight():
+    """On a bf16 model the router multiplies in bf16 (its float32 weight cast on the way in) and
+    takes the softmax in float32, as transformers' Mixtral router does; checked against the same
+    maths in float64 from the bf16-rounded operands, and the weight's gradient stays float32."""
+    from loraocean.moe.layer import SoftmaxRouter
+
+    torch.manual_seed(0)
+    router = SoftmaxRouter(32, 4).to(DEVICE)
+    x = torch.randn(5, 32).to(DEVICE, torch.bfloat16)
+    gates = router(x, None, None)
+    assert gates.dtype == torch.float32 and router.weight.dtype == torch.float32
+    logits = x.double() @ router.weight.detach().to(torch.bfloat16).double().T
+    # bf16 output rounding of logits of size ~1: a few 2**-8 relative, far below a gate's size
+    torch.testing.assert_close(gates.double(), logits.softmax(-1), atol=2e-2, rtol=0)
+    gates[:, 0].sum().backward()
+    assert router.weight.grad.dtype == torch.float32 and router.weight.grad.abs().sum() > 0
+    x32 = x.float()  # on float32 activations: the float32 product, exactly
+    torch.testing.assert_close(router(x32, None, None), (x32 @ router.weight.T).softmax(-1))

@@ -41,8 +41,13 @@ def top_k_renormalise(probs: torch.Tensor, k: int | None) -> torch.Tensor:
 
 
 class SoftmaxRouter(nn.Module):
-    """Token router W_g (E x d_in, no bias), softmax in fp32, optional top-k renormalised
-    (LoRAMoE: dense; Rocket: top-2). Initialised like nn.Linear (kaiming-uniform)."""
+    """Token router W_g (E x d_in, no bias, a float32 parameter), optional top-k renormalised
+    (LoRAMoE: dense; Rocket: top-2). Initialised like nn.Linear (kaiming-uniform).
+
+    The logits are computed as transformers' Mixtral router does: the product in the activations'
+    dtype (W_g cast on the way in, like the experts' weights), the softmax in float32. Casting x up
+    instead would cost a float32 copy of every routed layer's input in the forward and again for its
+    gradient, on a bf16 model; on a float32 model both are the same."""
 
     def __init__(self, d_in: int, n_experts: int, top_k: int | None = None, temperature: float = 1.0):
         super().__init__()
@@ -52,7 +57,8 @@ class SoftmaxRouter(nn.Module):
         self.temperature = temperature
 
     def forward(self, x, h, layer):
-        logits = F.linear(x.float(), self.weight) / self.temperature
+        weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+        logits = F.linear(x, weight).float() / self.temperature
         return top_k_renormalise(logits.softmax(-1), self.top_k)
 
 
