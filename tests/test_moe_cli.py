@@ -64,3 +64,29 @@ def test_user_errors_exit_2_on_one_line(smoke_library, tmp_path, capsys):
     assert code == 2 and "unknown rocket option 'top_kk'" in err
     code, _, err = run(["moe", "show", str(tmp_path)], capsys)
     assert code == 2 and "not an MoE checkpoint" in err
+
+
+def test_fit_takes_training_settings_as_a_study_file_does(smoke_library, tmp_path, capsys):
+    """`--train key=value` overrides the preset's training settings (5e-5 read as a number), the
+    card records them and `moe show` prints them; bad ones exit 2 on one line naming the flag."""
+    out = tmp_path / "loramoe"
+    code, stdout, err = run(["moe", "fit", "--method", "loramoe", "--model", "tiny-llama", "--experts", ",".join(TASKS),
+                             "--task", TASKS[0], "--library", str(smoke_library), "--out", str(out),
+                             "--preset", "smoke", "--train", "max_steps=2", "--train", "lr=5e-5"], capsys)
+    assert code == 0, err
+    assert "trained 2 steps" in stdout
+    card = json.loads((out / "card.json").read_text())
+    assert card["train_overrides"] == {"max_steps": 2, "lr": 5e-5}
+    assert card["train_config"]["lr"] == 5e-5 and card["train_config"]["max_steps"] == 2
+    code, stdout, _ = run(["moe", "show", str(out)], capsys)
+    assert code == 0 and "training settings over the preset's: lr=5e-05, max_steps=2" in stdout
+
+    common = ["moe", "fit", "--model", "tiny-llama", "--experts", ",".join(TASKS), "--task", TASKS[0],
+              "--library", str(smoke_library), "--out", str(tmp_path / "bad"), "--preset", "smoke"]
+    for extra, words in [(["--method", "loramoe", "--train", "lr=-1"], "--train lr: must be a positive number"),
+                         (["--method", "loramoe", "--train", "lrr=0.1"], "unknown training setting 'lrr'"),
+                         (["--method", "loramoe", "--train", "lr"], "expected key=value, e.g. --train lr=5e-5"),
+                         (["--method", "uniform", "--train", "lr=0.1"], "uniform does not train")]:
+        code, _, err = run(common + extra, capsys)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert not (tmp_path / "bad").exists()

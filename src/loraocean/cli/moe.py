@@ -12,7 +12,7 @@ from loraocean.cli import memory
 app = typer.Typer(help="LoRA mixture-of-experts methods: fit, show, routing, export, methods.", no_args_is_help=True)
 
 
-def parse_options(items: list[str] | None) -> dict:
+def parse_options(items: list[str] | None, flag: str = "--option", example: str = "top_k=2") -> dict:
     """`key=value` pairs; values are read as YAML scalars/lists (2, 0.1, true, [a, b])."""
     import yaml
 
@@ -23,12 +23,33 @@ def parse_options(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--option {item!r}: expected key=value, e.g. --option top_k=2")
+            raise ConfigError(f"{flag} {item!r}: expected key=value, e.g. {flag} {example}")
         try:
             out[key.strip()] = yamlio.load(value)[0]
         except yaml.YAMLError as err:
-            raise ConfigError(f"--option {item!r}: the value is not a YAML scalar or list "
-                              f"({getattr(err, 'problem', err)}), e.g. --option top_k=2") from None
+            raise ConfigError(f"{flag} {item!r}: the value is not a YAML scalar or list "
+                              f"({getattr(err, 'problem', err)}), e.g. {flag} {example}") from None
+    return out
+
+
+def parse_train(items: list[str] | None) -> dict:
+    """`--train key=value` settings over the preset's (what a study file's `methods: - {name: X,
+    train: {...}}` gives), checked by the same rules. `5e-5` is a number here (YAML 1.1 reads a
+    float without a dot as a string)."""
+    from loraocean.errors import ConfigError
+    from loraocean.presets import override_problem
+
+    out = {}
+    for key, value in parse_options(items, "--train", "lr=5e-5").items():
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        problem = override_problem(key, value)
+        if problem:
+            raise ConfigError(f"--train {key}: {problem}")
+        out[key] = value
     return out
 
 
@@ -42,6 +63,9 @@ def fit_command(
     out: Path = typer.Option(..., help="Checkpoint folder to write (appears only when complete)."),
     preset: str = typer.Option("lite", help="Training preset: smoke, lite or loralib."),
     option: list[str] = typer.Option(None, help="Method option key=value (repeatable), e.g. --option top_k=2."),
+    train: list[str] = typer.Option(None, help="Training setting key=value over the preset's (repeatable; "
+                                    "lr, epochs, max_steps, batch_size, grad_accum, warmup_ratio, weight_decay, "
+                                    "max_grad_norm), e.g. --train lr=5e-5 --train epochs=5; the card records them."),
     seed: int = typer.Option(0, help="Seed for data subsets, initialisation and training."),
     overwrite: bool = typer.Option(False, help="Replace an existing checkpoint at --out."),
     gradient_checkpointing: bool = memory.CHECKPOINTING,
@@ -70,6 +94,9 @@ def fit_command(
     except OptionError as err:
         raise ConfigError(f"--option {err.field}: {err}") from None
     p = get_preset(preset).with_train(**memory.overrides(gradient_checkpointing, micro_batch, max_memory))
+    train_overrides = parse_train(train)
+    if train_overrides and not m.trains:
+        raise ConfigError(f"--train: {method} does not train, so it takes no training settings")
     get_task(task)
     models.resolve(model)
     if out.exists() and not overwrite:
@@ -82,7 +109,7 @@ def fit_command(
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{method} on {task}", total=None)
         card = fit(method, model, names, task, out, library=library, preset=p,
-                   options=cfg, seed=seed, overwrite=overwrite,
+                   options=cfg, seed=seed, overwrite=overwrite, train=train_overrides or None,
                    model=base, tokenizer=tokenizer,
                    on_step=lambda step, total, loss: progress.update(
                        bar, completed=step, total=total, description=f"{method} loss {loss:.3f}"))
@@ -108,6 +135,9 @@ def show_command(path: Path = typer.Argument(..., help="An MoE checkpoint folder
         typer.echo(f"  expert {e['name']}: {len(e['ranks'])} modules, rank {ranks}, from {e['source']}")
     if card.get("train_log"):
         typer.echo("training: " + ", ".join(f"{k} {v}" for k, v in card["train_log"].items()))
+    if card.get("train_overrides"):
+        typer.echo("training settings over the preset's: "
+                   + ", ".join(f"{k}={v}" for k, v in card["train_overrides"].items()))
     if card.get("notes"):
         typer.echo(f"notes: {card['notes']}")
 

@@ -39,13 +39,14 @@ def lora(job: Job, ctx, out: Path) -> dict:
 
     i = job.inputs
     task = ctx.task(i["task"])
-    # A capped preset gets its own name: its cards must not read as a stale `lite` adapter.
+    # A capped preset gets its own name: its cards must not read as a stale `lite` adapter; it
+    # carries the example cap too (train_limit), so train_lora needs no separate limit.
     preset = get_preset(ctx.cfg.library.preset).capped(i["max_train"], i["max_steps"])
     lib = Library(ctx.library_root(i["model"]))
     dest = lib.path(i["model"], get_task(task).name)
     model, tokenizer = ctx.base(i["model"])  # train_lora gives it back unchanged
     with pair_lock(lib.root, i["model"], get_task(task).name):
-        card = train_lora(i["model"], task, preset, out=dest, seed=i["seed"], limit=i["max_train"],
+        card = train_lora(i["model"], task, preset, out=dest, seed=i["seed"],
                           model=model, tokenizer=tokenizer, on_step=_progress(ctx, "train"), overwrite=True)
         lib.rebuild_manifest()  # so `loraocean library verify` sees the study's library as clean
     # relative to the job folder (same depth as `out`), so a moved run folder still resolves
