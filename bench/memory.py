@@ -176,9 +176,13 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else ""))
     results = {}
     for on in (0, 1):
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--checkpointing", str(on)],
-                             check=True, capture_output=True, text=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
+        proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--checkpointing", str(on)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            err = [line for line in proc.stderr.splitlines() if line.strip()]
+            raise SystemExit(f"the step with checkpointing {'on' if on else 'off'} failed: "
+                             + (err[-1] if err else f"exit {proc.returncode}"))
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
         results[on] = r
         tokens = args.batch * args.length
         # Matrix rate, counted as the issue states it: tokens/s x 6 x the parameters of every
