@@ -193,3 +193,18 @@ def test_the_report_says_whether_the_run_shows_an_effect(results):
     assert "no such effect" not in can_show(results[results.method != "rocket"])
     flat = results[~((results.method == "loramoe") & (results.selection == "manual"))]
     assert above_base(flat) == [] and "cannot support any claim" in can_show(flat)
+
+
+def test_provenance_counts_the_finished_jobs_it_sums(tmp_path):
+    """A run still going: the compute-time table says how many of each stage's jobs finished, and
+    sums only their seconds."""
+    from loraocean.report.build import provenance_blocks
+    from loraocean.study.store import job_dir
+
+    study = {"jobs": [{"kind": "lora", "key": "a"}, {"kind": "eval", "key": "b"}, {"kind": "eval", "key": "c"}],
+             "versions": {"torch": "x"}}
+    for kind, key, seconds in (("lora", "a", 60.0), ("eval", "b", 90.0)):
+        job_dir(tmp_path, kind, key).mkdir(parents=True)
+        (job_dir(tmp_path, kind, key) / "result.json").write_text(json.dumps({"seconds": seconds}))
+    table = next(b[1] for b in provenance_blocks(tmp_path, study, None) if b[0] == "table")
+    assert sorted(table.rows) == [["eval", "1 of 2", "1.5"], ["lora", "1", "1.0"]]

@@ -196,12 +196,15 @@ def routing_blocks(run_dir: Path, study: dict, methods: list[str], figures: Path
 
 def provenance_blocks(run_dir: Path, study: dict, df) -> list[tuple]:
     seconds: dict[str, float] = {}
+    finished: dict[str, int] = {}
     for job in study["jobs"]:
         res = store.job_result(run_dir, job)
         if res is not None:
             seconds[job["kind"]] = seconds.get(job["kind"], 0.0) + res["seconds"]
-    rows = [[kind, str(sum(1 for j in study["jobs"] if j["kind"] == kind)), f"{secs / 60:.1f}"]
-            for kind, secs in seconds.items()]
+            finished[job["kind"]] = finished.get(job["kind"], 0) + 1
+    total = {kind: sum(1 for j in study["jobs"] if j["kind"] == kind) for kind in seconds}
+    rows = [[kind, str(finished[kind]) if finished[kind] == total[kind] else f"{finished[kind]} of {total[kind]}",
+             f"{secs / 60:.1f}"] for kind, secs in seconds.items()]
     out = [("h2", "Provenance"),
            ("table", Table("Compute time of the finished jobs (summed, minutes)", ["stage", "jobs", "minutes"], rows)),
            ("p", "Package versions: " + ", ".join(f"{k} {v}" for k, v in study["versions"].items() if v)),
