@@ -166,3 +166,36 @@ def test_generation_tasks_pass_stop_strings_to_xlora(adapters, monkeypatch):
     cut = generate_texts(model, tok, prompts, max_new_tokens=8, stop=[stop])
     assert seen.get("stop_strings") == [stop] and seen.get("tokenizer") is tok
     assert cut == [t[:t.index(stop)] if stop in t else t for t in plain]
+
+
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_layers_share_per_column_factors_and_logits_do_not_change(adapters, layerwise):
+    """Pass 2 computes each distinct (gates, ranks, scalings) column factor once: shared gates give
+    one tensor per layer signature for the whole model, layerwise gates one per layer. The logits
+    are exactly those of every layer computing its own factors."""
+    model = ours(adapters, depth=1, layerwise=layerwise).eval()
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.mul_(8)
+    seen = []
+    hooks = [layer.register_forward_pre_hook(lambda layer, args: seen.append(layer.external_columns))
+             for layer in model.moe]
+    ids = torch.randint(0, 250, (2, 7), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    with torch.no_grad():
+        shared = model(input_ids=ids).logits
+    pass_2 = [c for c in seen if c is not None]
+    assert len(pass_2) == len(model.moe)
+    signatures = {layer.signature for layer in model.moe}
+    assert len({id(c) for c in pass_2}) == (len(model.moe) if layerwise else len(signatures))
+    assert len(signatures) < len(model.moe)  # the fixture's layers do share signatures
+    for h in hooks:
+        h.remove()
+
+    def own_factors(layer, args):
+        layer.external_columns = None
+    hooks = [layer.register_forward_pre_hook(own_factors) for layer in model.moe]
+    with torch.no_grad():
+        alone = model(input_ids=ids).logits
+    for h in hooks:
+        h.remove()
+    assert torch.equal(shared, alone)

@@ -8,7 +8,9 @@ of the expert it belongs to times that expert's scaling, then y = W0 x + h B_cat
 differ between experts (an expert that does not adapt this module has rank 0 here).
 
 The gate g comes from `self.router(x, h, layer)` (a module, trained or fixed) or, when a method
-computes gates outside the layer (X-LoRA), from `layer.external_gates`. The last gates are kept in
+computes gates outside the layer (X-LoRA), from `layer.external_gates`; such a method may also give
+the per-column factors g_owner(j) * s_owner(j) themselves (`layer.external_columns`, `columns()`),
+computed once for every layer with the same ranks and scalings instead of once per layer. The last gates are kept in
 `layer.last_gates` for auxiliary losses and routing statistics. `layer.bypass = True` makes the
 layer its frozen base Linear alone (exactly what all-zero gates give, without computing the experts).
 
@@ -94,6 +96,7 @@ class MoELinear(nn.Module):
         self.lora_A = nn.Parameter(A.to(device=device, dtype=dtype))  # (R, d_in)
         self.lora_B = nn.Parameter(B.to(device=device, dtype=dtype))  # (d_out, R)
         self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32, device=device))
+        self.scale_values = tuple(float(v) for v in scales)  # host copy: comparing layers needs no device sync
         # owner[j] = the expert that column j of h belongs to
         owner = torch.repeat_interleave(torch.arange(len(ranks)), torch.tensor(ranks, dtype=torch.long))
         self.register_buffer("owner", owner.to(device), persistent=False)
@@ -101,6 +104,7 @@ class MoELinear(nn.Module):
         self.dropout = dropout
         self.router: nn.Module | None = None
         self.external_gates: torch.Tensor | None = None
+        self.external_columns: torch.Tensor | None = None  # (tokens, R) from `columns()`, given with external_gates
         self.last_gates: torch.Tensor | None = None
         self.bypass = False
         self.index = 0  # position among the model's MoE layers (set by `inject`)
@@ -111,6 +115,15 @@ class MoELinear(nn.Module):
     @property
     def n_experts(self) -> int:
         return len(self.ranks)
+
+    @property
+    def signature(self) -> tuple:
+        """Layers with equal signatures turn the same gates into the same per-column factors."""
+        return tuple(self.ranks), self.scale_values
+
+    def columns(self, gates: torch.Tensor) -> torch.Tensor:
+        """(..., R): each column's gate times its expert's scaling."""
+        return (gates * self.scales).index_select(-1, self.owner)
 
     def expert_slice(self, e: int) -> slice:
         start = sum(self.ranks[:e])
@@ -134,7 +147,10 @@ class MoELinear(nn.Module):
         else:
             raise RuntimeError("MoELinear has neither a router nor external gates")
         self.last_gates = gates.view(*lead, -1)
-        per_column = (gates * self.scales).index_select(-1, self.owner)  # (tokens, R)
+        if self.external_columns is not None:
+            per_column = self.external_columns.reshape(-1, self.owner.numel())
+        else:
+            per_column = self.columns(gates)  # (tokens, R)
         mixed = h * per_column if per_column.dtype == h.dtype else h * per_column.to(h.dtype)
         if mixed.dtype != y.dtype:
             mixed = mixed.to(y.dtype)

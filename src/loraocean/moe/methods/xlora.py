@@ -106,15 +106,28 @@ class XLoRAModel(MoEModel):
             return [self._top_k(scalings[:, :, 0])] * len(self.moe)
         return [self._top_k(scalings[:, :, layer.index]) for layer in self.moe]
 
-    def _set_gates(self, gates: list[torch.Tensor] | None, bypass: bool = False) -> None:
+    def _set_gates(self, gates: list[torch.Tensor] | None, bypass: bool = False, dtype=None) -> None:
         """Each MoE layer's gates times `global_scaling_weight` (None: unset; a tensor shared by
-        all layers is scaled once). `bypass`: the layers compute their frozen base Linear only."""
+        all layers is scaled once), and their per-column factors in `dtype` (the activations'),
+        computed once per distinct (gates, layer signature): with shared gates and experts of one
+        rank and scaling that is once per token for the whole model. In batch-1 decoding each
+        tensor operation costs about as much as its arithmetic, so this removes two or three of
+        them from every adapted Linear. `bypass`: the layers compute their frozen base Linear only."""
         w = self.config_obj.global_scaling_weight
         if gates is not None:
             shared = all(g is gates[0] for g in gates)
-            gates = [gates[0] * w] * len(gates) if shared else [g * w for g in gates]
+            if w != 1.0:
+                gates = [gates[0] * w] * len(gates) if shared else [g * w for g in gates]
+        made: dict[tuple, torch.Tensor] = {}
         for i, layer in enumerate(self.moe):
+            columns = None
+            if gates is not None:
+                key = (id(gates[i]), layer.signature)  # the gate tensors stay alive during this loop
+                if key not in made:
+                    made[key] = layer.columns(gates[i]).to(dtype or gates[i].dtype)
+                columns = made[key]
             layer.external_gates = None if gates is None else gates[i]
+            layer.external_columns = columns
             layer.bypass = bypass
 
     def _scaling_pass_gates(self, n_batch: int, n_tok: int, device) -> None:
@@ -165,7 +178,7 @@ class XLoRAModel(MoEModel):
                 hidden = self._scaling_pass(input_ids, attention_mask, first, use_cache, kwargs)
             scalings = self.scalings(hidden)
             gates = self._gates(scalings)
-            self._set_gates(gates)
+            self._set_gates(gates, dtype=hidden.dtype)
             out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                             use_cache=use_cache, **cache_kwargs(self.base, second), **kwargs)
         finally:
