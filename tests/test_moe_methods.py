@@ -270,3 +270,14 @@ def test_capped_preset_is_a_named_copy():
     assert lite.capped(10_000, None).train_limit == lite.train_limit  # a cap never raises the limit
     assert lite.capped() is lite and get_preset(capped) is capped
     assert PRESETS == before  # nothing registered globally
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_lbc_of_stacked_layers_is_the_sum_of_each_layers(typed):
+    """aux_loss stacks the layers' gates: the constraint of the stack equals the per-layer sum."""
+    torch.manual_seed(0)
+    gates = torch.rand(5, 3, 4, 6).softmax(-1)  # layers, batch, tokens, experts
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1], [1, 1, 0, 0]])
+    task_type = torch.tensor([1, 0, 1]) if typed else None
+    per_layer = sum(lbc_loss(g, task_type, mask, 0.3, 0.2) for g in gates)
+    torch.testing.assert_close(lbc_loss(gates, task_type, mask, 0.3, 0.2), per_layer, rtol=1e-6, atol=0)

@@ -54,20 +54,21 @@ class Config:
 
 def lbc_loss(gates: torch.Tensor, task_type: torch.Tensor | None, mask: torch.Tensor | None,
              beta: float, delta: float) -> torch.Tensor:
-    """The localized balancing constraint of one layer (see the module docstring); with
-    `task_type` None (one type in the whole fit) the plain balance variant, importance 1."""
+    """The localized balancing constraint of one layer's gates (batch, tokens, E) (see the module
+    docstring), or the sum of the per-layer constraints of stacked gates (layers, batch, tokens, E);
+    with `task_type` None (one type in the whole fit) the plain balance variant, importance 1."""
     gates = gates.float()
     if mask is not None:
         gates = gates * mask[..., None].to(gates.dtype)
-    Q = gates.sum(1)  # (batch, E)
-    if task_type is None:
-        return beta * Q.flatten().var() / (Q.mean() ** 2 + 1e-10)
-    first_half = torch.arange(Q.shape[1], device=Q.device) < Q.shape[1] / 2
-    knowledge = task_type.to(Q.device).bool()[:, None]
-    favoured = (first_half[None] & knowledge) | (~first_half[None] & ~knowledge)
-    importance = torch.where(favoured, 1.0 + delta, 1.0 - delta)
-    z = (importance * Q).flatten()
-    return beta * z.var() / (z.mean() ** 2 + 1e-10)
+    Q = gates.sum(-2)  # ([layers,] batch, E)
+    if task_type is not None:
+        n_experts = Q.shape[-1]
+        first_half = torch.arange(n_experts, device=Q.device) < n_experts / 2
+        knowledge = task_type.to(Q.device).bool()[:, None]
+        favoured = (first_half[None] & knowledge) | (~first_half[None] & ~knowledge)
+        Q = torch.where(favoured, 1.0 + delta, 1.0 - delta) * Q
+    z = Q.flatten(-2)  # ([layers,] batch * E)
+    return (beta * z.var(-1) / (z.mean(-1) ** 2 + 1e-10)).sum()
 
 
 def task_types(spec, examples) -> list[int] | None:
@@ -90,13 +91,12 @@ def batch_hook(model: MoEModel, ctx):
 
 
 def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
-    total = None
-    for layer in model.layers().values():
-        if layer.last_gates is None:
-            continue
-        loss = lbc_loss(layer.last_gates, model.task_type, model.attention_mask, cfg.beta, cfg.delta)
-        total = loss if total is None else total + loss
-    return total
+    """The sum of every routed layer's constraint, computed over the layers' gates stacked (one
+    set of small operations per step instead of one per layer: on a GPU each costs a launch)."""
+    gates = [layer.last_gates for layer in model.layers().values() if layer.last_gates is not None]
+    if not gates:
+        return None
+    return lbc_loss(torch.stack(gates), model.task_type, model.attention_mask, cfg.beta, cfg.delta)
 
 
 @register_method("loramoe", Config, trains=True, aux_loss=aux_loss, batch_hook=batch_hook, train_cost=1.5,
