@@ -1,5 +1,6 @@
 """LoRAMoE (Dou et al., arXiv 2312.09979): LoRA experts on the FFN projections only, a dense
-softmax router per adapted Linear (fp32), and the localized balancing constraint (LBC).
+softmax router per adapted Linear (float32 weight and softmax), and the localized balancing
+constraint (LBC).
 
 LBC per adapted Linear, with gates g (batch x tokens x E) and a 0/1 task_type per example:
 Q = g summed over the (non-padding) tokens (batch x E);
@@ -102,8 +103,8 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
 @register_method("loramoe", Config, trains=True, aux_loss=aux_loss, batch_hook=batch_hook, train_cost=1.5,
                  compared_with=("rocket", "xlora"))
 def build(base, experts, cfg: Config) -> MoEModel:
-    """LoRAMoE: FFN-only experts, dense fp32 softmax router per Linear, LBC auxiliary loss
-    (localized when the fit mixes task types, else plain balance)."""
+    """LoRAMoE: FFN-only experts, dense softmax router per Linear (float32 weight and softmax), LBC
+    auxiliary loss (localized when the fit mixes task types, else plain balance)."""
     targets = models.targets(base, "mlp")
     if experts:
         experts = [e.only(targets) for e in experts]
