@@ -185,7 +185,7 @@ def test_layers_share_per_column_factors_and_logits_do_not_change(adapters, laye
         shared = model(input_ids=ids).logits
     pass_2 = [c for c in seen if c is not None]
     assert len(pass_2) == len(model.moe)
-    signatures = {layer.signature for layer in model.moe}
+    signatures = {layer.signature() for layer in model.moe}
     assert len({id(c) for c in pass_2}) == (len(model.moe) if layerwise else len(signatures))
     assert len(signatures) < len(model.moe)  # the fixture's layers do share signatures
     for h in hooks:

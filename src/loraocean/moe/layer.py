@@ -10,8 +10,8 @@ differ between experts (an expert that does not adapt this module has rank 0 her
 The gate g comes from `self.router(x, h, layer)` (a module, trained or fixed) or, when a method
 computes gates outside the layer (X-LoRA), from `layer.external_gates`; such a method may also give
 the per-column factors g_owner(j) * s_owner(j) themselves (`layer.external_columns`, `columns()`),
-computed once for every layer with the same ranks and scalings instead of once per layer. The last gates are kept in
-`layer.last_gates` for auxiliary losses and routing statistics. `layer.bypass = True` makes the
+computed once for all layers of one `signature()` instead of once per layer. The last gates are
+kept in `layer.last_gates` for auxiliary losses and routing statistics. `layer.bypass = True` makes the
 layer its frozen base Linear alone (exactly what all-zero gates give, without computing the experts).
 
 Precision: the experts are stored in the base's dtype (float32 for a quantised base), and a method
@@ -96,7 +96,6 @@ class MoELinear(nn.Module):
         self.lora_A = nn.Parameter(A.to(device=device, dtype=dtype))  # (R, d_in)
         self.lora_B = nn.Parameter(B.to(device=device, dtype=dtype))  # (d_out, R)
         self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32, device=device))
-        self.scale_values = tuple(float(v) for v in scales)  # host copy: comparing layers needs no device sync
         # owner[j] = the expert that column j of h belongs to
         owner = torch.repeat_interleave(torch.arange(len(ranks)), torch.tensor(ranks, dtype=torch.long))
         self.register_buffer("owner", owner.to(device), persistent=False)
@@ -116,10 +115,10 @@ class MoELinear(nn.Module):
     def n_experts(self) -> int:
         return len(self.ranks)
 
-    @property
     def signature(self) -> tuple:
-        """Layers with equal signatures turn the same gates into the same per-column factors."""
-        return tuple(self.ranks), self.scale_values
+        """Layers with equal signatures turn the same gates into the same per-column factors (reads
+        the scalings back from their device: call it once, not per step)."""
+        return tuple(self.ranks), tuple(self.scales.tolist())
 
     def columns(self, gates: torch.Tensor) -> torch.Tensor:
         """(..., R): each column's gate times its expert's scaling."""

@@ -87,6 +87,7 @@ class XLoRAModel(MoEModel):
             self.classifier = classifier(base.config.hidden_size, len(experts), len(self.moe), cfg)
         self.classifier.to(device=self.device, dtype=next(base.parameters()).dtype)
         self.last_scalings: torch.Tensor | None = None
+        self.column_groups: list[int] | None = None  # layer -> its signature's number (first use)
         self.train(base.training)
 
     def _top_k(self, s: torch.Tensor) -> torch.Tensor:
@@ -118,11 +119,14 @@ class XLoRAModel(MoEModel):
             shared = all(g is gates[0] for g in gates)
             if w != 1.0:
                 gates = [gates[0] * w] * len(gates) if shared else [g * w for g in gates]
+        if gates is not None and self.column_groups is None:  # after any checkpoint was loaded
+            numbers: dict[tuple, int] = {}
+            self.column_groups = [numbers.setdefault(layer.signature(), len(numbers)) for layer in self.moe]
         made: dict[tuple, torch.Tensor] = {}
         for i, layer in enumerate(self.moe):
             columns = None
             if gates is not None:
-                key = (id(gates[i]), layer.signature)  # the gate tensors stay alive during this loop
+                key = (id(gates[i]), self.column_groups[i])  # the gate tensors stay alive during this loop
                 if key not in made:
                     made[key] = layer.columns(gates[i]).to(dtype or gates[i].dtype)
                 columns = made[key]
