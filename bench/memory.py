@@ -63,14 +63,14 @@ def build_model(args):
 
 def matmul_parameters(model) -> int:
     """Weights of every Linear the forward multiplies by (the frozen base's, the output head's and
-    the LoRA's; embeddings are a lookup and not counted). 4-bit layers count their real size."""
+    the LoRA's A and B; embeddings are a lookup and not counted). Only nn.Linear modules count
+    (bitsandbytes' 4/8-bit layers are ones): PEFT's LoRA wrapper also answers `.weight` with its
+    base layer's, which would count that layer twice. A 4-bit layer counts its unpacked size."""
     total = 0
     for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if weight is None or isinstance(module, torch.nn.Embedding) or weight.dim() != 2:
-            continue
-        shape = getattr(weight, "quant_state", None)
-        total += shape.shape.numel() if shape is not None else weight.numel()
+        if isinstance(module, torch.nn.Linear):
+            quant = getattr(module.weight, "quant_state", None)
+            total += quant.shape.numel() if quant is not None else module.weight.numel()
     return total
 
 

@@ -23,11 +23,11 @@ from loraocean.selection.swap import open_slot
 
 @strategy("ppl")
 class Ppl:
+    """Lowest answer perplexity of each candidate LoRA on the K target train examples."""
+
     @staticmethod
     def estimate_seconds(scoring: float, shots: int) -> float:
         return scoring * shots / 1.5  # answer-only scoring of the shots, shorter than a whole example
-
-    """Lowest answer perplexity of each candidate LoRA on the K target train examples."""
 
     higher_is_better = False
     uses_target_labels = False
