@@ -146,29 +146,29 @@ GATE_CASES = {"router+experts": (True, True), "router, frozen experts": (True, F
 # One MLP projection, as (d_in, d_out, tokens): SmolLM2-135M's over a batch of 8 x 256, and
 # Llama-3-8B's up-projection over 8192 tokens (the GPU goal: stacked <= 1.2x the base product).
 LAYERS = {"smollm2": (576, 1536, 2048), "llama-8b": (4096, 14336, 8192)}
-D_IN, D_OUT, TOKENS = LAYERS["smollm2"]
 N_EXP = 8
 
 
-def extra_work(r: int, case: str) -> float:
+def extra_work(r: int, case: str, layer: str = "smollm2") -> float:
     """Multiply-adds of the experts (and router) over those of the frozen base product, forward +
     backward: what no implementation of the maths avoids. At the base product's FLOP rate the
     stacked layer costs (1 + this) x base, so loop / stacked <= (loop / base) / (1 + this)."""
     routed, train_experts = GATE_CASES[case]
     rank_sum = N_EXP * r
-    base = 2 * D_IN * D_OUT                                   # y = W0 x, and dx = W0^T dy
-    experts = 2 * rank_sum * (D_IN + D_OUT)                   # h = A x, y += B h; dh, dx += A^T dh
-    experts += rank_sum * (D_IN + D_OUT) if train_experts else 0  # dA, dB
-    router = 3 * N_EXP * D_IN if routed else 0                # logits, dx, dW_g
+    d_in, d_out, _ = LAYERS[layer]
+    base = 2 * d_in * d_out                                   # y = W0 x, and dx = W0^T dy
+    experts = 2 * rank_sum * (d_in + d_out)                   # h = A x, y += B h; dh, dx += A^T dh
+    experts += rank_sum * (d_in + d_out) if train_experts else 0  # dA, dB
+    router = 3 * N_EXP * d_in if routed else 0                # logits, dx, dW_g
     return (experts + router) / base
 
 
-def bench_layer(repeats: int, r: int, case: str) -> tuple[Time, Time, Time]:
+def bench_layer(repeats: int, r: int, case: str, layer: str = "smollm2") -> tuple[Time, Time, Time]:
     """forward + backward of one layer, the output gradient a dense tensor as inside a network.
     A GPU runs it in bf16 (the dtype of a model there), a CPU in float32; the router computes its
     softmax in float32 in both implementations."""
     torch.manual_seed(0)
-    d_in, d_out, n_exp, tokens = D_IN, D_OUT, N_EXP, TOKENS
+    (d_in, d_out, tokens), n_exp = LAYERS[layer], N_EXP
     routed, train_experts = GATE_CASES[case]
     dtype = torch.bfloat16 if str(DEVICE).startswith("cuda") else torch.float32
     kw = dict(device=DEVICE, dtype=dtype)
@@ -291,21 +291,21 @@ def main() -> None:
           f"load average {' '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}")
 
     # r=4 is LoRAMoE's reference default (as in [train] below); r=8 a common library rank.
-    global D_IN, D_OUT, TOKENS
-    D_IN, D_OUT, TOKENS = LAYERS[args.layer]
-    print(f"[layer] one {args.layer} MLP projection ({TOKENS} tokens, {D_IN}->{D_OUT}, E={N_EXP}), "
+    d_in, d_out, tokens = LAYERS[args.layer]
+    print(f"[layer] one {args.layer} MLP projection ({tokens} tokens, {d_in}->{d_out}, E={N_EXP}), "
           "forward+backward; goals: per-expert loop / stacked >= 3, stacked / base <= 1.2 (GPU, llama-8b)")
     for case in GATE_CASES:
         for r in ((4, 8) if args.layer == "smollm2" else (8,)):
-            t_stacked, t_loop, t_base = bench_layer(repeats * 4, r, case)
+            t_stacked, t_loop, t_base = bench_layer(repeats * 4, r, case, args.layer)
             # The frozen W0 x product is the same in both; the experts' part is what stacking changes.
+            extra = extra_work(r, case, args.layer)
             print(f"[layer] {case}, r={r}: base {t_base * 1e3:.1f} ms, stacked {t_stacked * 1e3:.1f} ms, "
                   f"loop {t_loop * 1e3:.1f} ms; stacked / base = {t_stacked / t_base:.2f}x wall; "
                   f"loop / stacked = {t_loop / t_stacked:.2f}x wall "
                   f"({t_loop.cpu / t_stacked.cpu:.2f}x CPU); experts' part alone "
                   f"{(t_loop - t_base) / (t_stacked - t_base):.1f}x; bound: {t_loop / t_base:.2f}x if the "
-                  f"experts cost nothing, {t_loop / t_base / (1 + extra_work(r, case)):.2f}x if they ran at "
-                  f"the base product's FLOP rate (+{100 * extra_work(r, case):.0f}% work)")
+                  f"experts cost nothing, {t_loop / t_base / (1 + extra):.2f}x if they ran at "
+                  f"the base product's FLOP rate (+{100 * extra:.0f}% work)")
 
     t_moe, t_single = bench_training(args.model, repeats, args.length)
     print(f"[train] batch 8x{args.length}: LoRAMoE E=8 step {t_moe:.2f} s, single LoRA step {t_single:.2f} s; "

@@ -1,7 +1,7 @@
 """Every figure the scale issue (#14) asks a GPU for, from one command, each bench in its own
 process; prints their result lines and writes them all to --out (default scale-figures.txt).
 
-    python bench/scale_figures.py                      # on a GPU: the issue's shapes (about 10 min on an H200)
+    python bench/scale_figures.py                      # on a GPU: the issue's shapes (not yet timed there)
     python bench/scale_figures.py --device cpu --shape tiny   # the same steps on a tiny model (checks the script)
 
 1. card memory of a `loralib`-preset step (8 x 1024, r=16 on every Linear) with and without
