@@ -5,13 +5,15 @@
 2. The stacked multi-expert Linear vs a per-expert loop of the same maths (r=4 and r=8), forward+backward on one
    SmolLM2-sized MLP projection, for each way gates arise in a step (GATE_CASES) (goal >= 3x).
 3. X-LoRA greedy generation of 64 tokens: ours (one KV cache per pass) vs PEFT XLoraModel.generate
-   (no cache), same output tokens (goal >= 5x).
+   (no cache), same output tokens (goal >= 5x); and ours with static caches and (on CUDA, or with
+   --compile yes) the per-token step captured by torch.compile, against one plain cached decode of
+   the base (goal <= 2.5x on a GPU).
 
 Options: --model NAME (default smollm2-135m) or --shape tiny|llama-1b|llama-8b, --device cpu|cuda,
 --length L (tokens per row of the 8-row training batch, default 128; the GPU goal is stated at 512),
 --layer smollm2|llama-8b (the projection of part 2; llama-8b is Llama-3-8B's MLP up-projection,
 4096 -> 14336 over 8192 tokens, r=8 only, too large for a CPU), --quick (fewer repeats),
---skip-xlora, --threads N. On CUDA each timed call is synchronised and the layer runs in bf16.
+--skip-xlora, --compile auto|yes|no, --threads N. On CUDA each timed call is synchronised and the layer runs in bf16.
 Each figure is printed as wall-clock and as CPU time of this process (steadier when the machine
 is shared with other jobs).
 """
@@ -232,7 +234,9 @@ def prompts(tok) -> dict[str, str]:
             "gsm8k": render(gsm8k, tok).prompt}
 
 
-def bench_xlora(name: str, new_tokens: int = 64) -> list[tuple[str, int, Time, Time, bool, int, Time]]:
+def bench_xlora(name: str, new_tokens: int = 64, compile: bool | None = None) -> list[dict]:
+    """Per prompt: ours with dynamic caches, ours with static caches (captured when `compile`;
+    default: on CUDA), PEFT's XLoraModel.generate, and one plain cached decode of the base."""
     from peft import XLoraConfig, get_peft_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,8 +260,11 @@ def bench_xlora(name: str, new_tokens: int = 64) -> list[tuple[str, int, Time, T
             prompt = tok(text, return_tensors="pt", add_special_tokens=False).to(DEVICE)
             kw = dict(input_ids=prompt.input_ids, attention_mask=prompt.attention_mask,
                       max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            static = dict(kw, cache_implementation="static", compile=compile)
             out = {}
             t_ours = once(lambda: out.update(ours=ours.generate(**kw)))
+            t_warm = once(lambda: ours.generate(**static))  # the caches; the captured step's compilation
+            t_static = once(lambda: out.update(static=ours.generate(**static)))
             with torch.no_grad():
                 t_ref = once(lambda: out.update(ref=ref.generate(**kw)))
             # One plain cached decode of the base model: X-LoRA runs two such passes per token, and
@@ -265,9 +272,11 @@ def bench_xlora(name: str, new_tokens: int = 64) -> list[tuple[str, int, Time, T
             with torch.no_grad():
                 t_plain = once(lambda: plain.generate(**kw))
             got, want = out["ours"], out["ref"]
-            same = got.shape == want.shape and torch.equal(got, want)
             n_prompt = prompt.input_ids.shape[1]
-            rows.append((label, n_prompt, t_ours, t_ref, same, got.shape[1] - n_prompt, t_plain))
+            rows.append(dict(label=label, n_prompt=n_prompt, n_new=got.shape[1] - n_prompt, ours=t_ours,
+                             ref=t_ref, plain=t_plain, static=t_static, warm=t_warm,
+                             same=got.shape == want.shape and torch.equal(got, want),
+                             same_static=torch.equal(out["static"], got)))
         return rows
 
 
@@ -276,6 +285,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-xlora", action="store_true")
+    parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                        help="capture X-LoRA's static-cache decoding step (auto: on CUDA)")
     parser.add_argument("--length", type=int, default=128, help="tokens per row of the training batch")
     parser.add_argument("--layer", choices=sorted(LAYERS), default="smollm2", help="the projection of [layer]")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -313,13 +324,19 @@ def main() -> None:
           "(goals: <= 1.5 on the embedded model; <= 1.15 on a GPU at the 1B shape, 8 x 512)")
 
     if not args.skip_xlora:
-        for label, n_prompt, t_ours, t_ref, same, n_new, t_plain in bench_xlora(args.model):
-            print(f"[xlora] greedy generation, {label} prompt ({n_prompt} tokens), {n_new} new tokens: "
-                  f"ours {t_ours:.2f} s, PEFT XLoraModel.generate {t_ref:.2f} s; speed-up {t_ref / t_ours:.1f}x wall, "
-                  f"{t_ref.cpu / t_ours.cpu:.1f}x CPU time (goal >= 5), same tokens: {same}; "
-                  f"floor (2 plain cached base decodes, {2 * t_plain:.2f} s) caps it at {t_ref / (2 * t_plain):.1f}x; "
-                  f"ours / one plain cached decode = {t_ours / t_plain:.2f}x (goal <= 2.5 on a GPU)")
-
+        compile = {"auto": None, "yes": True, "no": False}[args.compile]
+        captured = compile if compile is not None else DEVICE.startswith("cuda")
+        for row in bench_xlora(args.model, compile=compile):
+            t_ours, t_ref, t_plain, t_static = row["ours"], row["ref"], row["plain"], row["static"]
+            print(f"[xlora] greedy generation, {row['label']} prompt ({row['n_prompt']} tokens), {row['n_new']} "
+                  f"new tokens: ours {t_ours:.2f} s, PEFT XLoraModel.generate {t_ref:.2f} s; speed-up "
+                  f"{t_ref / t_ours:.1f}x wall, {t_ref.cpu / t_ours.cpu:.1f}x CPU time (goal >= 5), same tokens: "
+                  f"{row['same']}; floor (2 plain cached base decodes, {2 * t_plain:.2f} s) caps it at "
+                  f"{t_ref / (2 * t_plain):.1f}x; ours / one plain cached decode = {t_ours / t_plain:.2f}x")
+            print(f"[xlora] static caches{', captured step' if captured else ''}, {row['label']} prompt: "
+                  f"{t_static:.2f} s (first call {row['warm']:.1f} s), same tokens as the dynamic caches: "
+                  f"{row['same_static']}; static / dynamic = {t_static / t_ours:.2f}x; static / one plain "
+                  f"cached decode = {t_static / t_plain:.2f}x (goal <= 2.5 on a GPU)")
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,8 @@ process; prints their result lines and writes them all to --out (default scale-f
    (E=8) on the 8B shape (bench/memory.py);
 2. LoRAMoE E=8 step / one-LoRA step at the 1B shape, 8 x 512; the stacked layer / the base product
    at Llama-3-8B's MLP shape; X-LoRA greedy decoding / one plain cached decode of the base at the 1B
-   shape (bench/moe_overhead.py).
+   shape, with dynamic caches and with static caches and the captured per-token step
+   (bench/moe_overhead.py).
 
 A step that fails is reported with its last error line and the others still run; exit 1 if any did.
 """
@@ -69,7 +70,7 @@ def main() -> None:
             block.append("FAILED: " + (err[-1] if err else "no output"))
         print("\n".join(block), flush=True)
         lines += block + [""]
-    Path(args.out).write_text("\n".join(lines))
+        Path(args.out).write_text("\n".join(lines))  # after each step: a run cut short keeps what it measured
     print(f"written to {args.out}")
     sys.exit(1 if failed else 0)
 

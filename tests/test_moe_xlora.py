@@ -90,6 +90,47 @@ def test_cached_generation_equals_uncached_and_peft(adapters):
     assert torch.equal(cached, ref)
 
 
+# Static caches: False runs the step eagerly; {"backend": "eager"} traces it with torch.compile's
+# fullgraph=True, so a graph break fails the test (the capture a CUDA graph needs), without the
+# minutes inductor takes on a CPU; on CUDA the default (None) compiles and replays a CUDA graph.
+STATIC = [False, {"backend": "eager"}] + ([None] if torch.device(DEVICE).type == "cuda" else [])
+
+
+@pytest.mark.parametrize("compile", STATIC, ids=lambda c: "eager" if c is False else "default" if c is None else "traced")
+@pytest.mark.parametrize("options", [CONFIGS[1], CONFIGS[3]], ids=["layerwise-topk", "scaling-pass"])
+def test_static_cache_generation_equals_dynamic_and_uncached(adapters, options, compile):
+    """generate(cache_implementation="static"): fixed-size caches and one traced per-token step give
+    the tokens of the dynamic caches and of uncached decoding (float32, left padding), again on a
+    second call that reuses the caches (and the graph) with another prompt, and with rows ending
+    at an end-of-sequence token."""
+    from loraocean.errors import ConfigError
+
+    model = ours(adapters, **options).eval()
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.mul_(8)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
+    static = dict(max_new_tokens=10, pad_token_id=0, cache_implementation="static", compile=compile)
+    for prompt, prompt_mask in ((ids, mask), ((ids * 7 + 3) % 250, mask)):
+        dynamic = model.generate(input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=10, pad_token_id=0)
+        uncached = model.generate(input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=10,
+                                  pad_token_id=0, use_cache=False)
+        got = model.generate(input_ids=prompt, attention_mask=prompt_mask, **static)
+        assert got.shape == (2, 16) and len(set(got[0, 6:].tolist())) > 2  # not one token repeated
+        assert torch.equal(got, dynamic) and torch.equal(got, uncached)
+    eos = int(dynamic[0, 9])  # row 0's fourth new token ends it; row 1 goes on unless it meets it
+    want = model.generate(input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=10, pad_token_id=0,
+                          eos_token_id=eos)
+    got = model.generate(input_ids=prompt, attention_mask=prompt_mask, eos_token_id=eos, **static)
+    assert torch.equal(got, want) and bool((got[0, 10:] == 0).all())
+    assert all(layer.last_gates is None for layer in model.moe)  # nothing kept from the step's graph
+    assert all(layer.external_gates is None and layer.external_columns is None and not layer.bypass
+               for layer in model.moe)  # the gates are unset after decoding, as after a forward
+    with pytest.raises(ConfigError, match="cache_implementation"):
+        model.generate(input_ids=ids, attention_mask=mask, cache_implementation="paged")
+
+
 def test_only_the_classifier_trains(adapters):
     model = ours(adapters)
     assert not model.training  # follows the base model (eval after loading)

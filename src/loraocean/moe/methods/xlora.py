@@ -21,7 +21,7 @@ from torch import nn
 
 from loraocean.errors import ConfigError
 from loraocean.moe.layer import inject
-from loraocean.models.calling import cache_kwargs, takes_logits_to_keep
+from loraocean.models.calling import cache_name, forward_params, takes_logits_to_keep
 from loraocean.moe.model import MoEModel, freeze_base
 from loraocean.moe.registry import check_config, check_types, register_method
 
@@ -108,17 +108,18 @@ class XLoRAModel(MoEModel):
         return [self._top_k(scalings[:, :, layer.index]) for layer in self.moe]
 
     def _set_gates(self, gates: list[torch.Tensor] | None, bypass: bool = False, dtype=None) -> None:
-        """Each MoE layer's gates times `global_scaling_weight` (None: unset; a tensor shared by
-        all layers is scaled once), and their per-column factors in `dtype` (the activations'),
-        computed once per distinct (gates, layer signature): with shared gates and experts of one
-        rank and scaling that is once per token for the whole model. In batch-1 decoding each
-        tensor operation costs about as much as its arithmetic, so this removes two or three of
-        them from every adapted Linear. `bypass`: the layers compute their frozen base Linear only."""
+        """Each MoE layer's gates times `global_scaling_weight` (None: unset), and their per-column
+        factors in `dtype` (the activations'), computed once per distinct (gates, layer signature):
+        with shared gates (`_gates` repeats one tensor unless the scalings are layerwise) and
+        experts of one rank and scaling that is once per token for the whole model. In batch-1
+        decoding each tensor operation costs about as much as its arithmetic, so this removes two
+        or three of them from every adapted Linear. `bypass`: the layers compute their frozen base
+        Linear only. Plain Python over the layers (no tensor ids), so the captured decoding step
+        (`generate(cache_implementation="static")`) traces it as one graph."""
+        shared = not self.config_obj.layerwise
         w = self.config_obj.global_scaling_weight
-        if gates is not None:
-            shared = all(g is gates[0] for g in gates)
-            if w != 1.0:
-                gates = [gates[0] * w] * len(gates) if shared else [g * w for g in gates]
+        if gates is not None and w != 1.0:
+            gates = [gates[0] * w] * len(gates) if shared else [g * w for g in gates]
         if gates is not None and self.column_groups is None:  # after any checkpoint was loaded
             numbers: dict[tuple, int] = {}
             self.column_groups = [numbers.setdefault(layer.signature(), len(numbers)) for layer in self.moe]
@@ -126,7 +127,7 @@ class XLoRAModel(MoEModel):
         for i, layer in enumerate(self.moe):
             columns = None
             if gates is not None:
-                key = (id(gates[i]), self.column_groups[i])  # the gate tensors stay alive during this loop
+                key = (0 if shared else i, self.column_groups[i])
                 if key not in made:
                     made[key] = layer.columns(gates[i]).to(dtype or gates[i].dtype)
                 columns = made[key]
@@ -159,23 +160,32 @@ class XLoRAModel(MoEModel):
         """Last hidden states (after the final norm, as HF's hidden_states[-1]); through the
         decoder alone when the model has one, so the output head is not computed for nothing."""
         kwargs = {k: v for k, v in kwargs.items() if k != "logits_to_keep"}
-        decoder = self.base.get_decoder() if hasattr(self.base, "get_decoder") else None
-        if decoder is not None and decoder is not self.base:
+        decoder, name = self._calls["decoder"]
+        if decoder is not None:
             return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
-                           **cache_kwargs(decoder, cache), **kwargs).last_hidden_state
+                           **({} if cache is None else {name: cache}), **kwargs).last_hidden_state
+        name = self._calls["base"]
         return self.base(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
-                         output_hidden_states=True, **cache_kwargs(self.base, cache), **kwargs).hidden_states[-1]
+                         output_hidden_states=True, **({} if cache is None else {name: cache}),
+                         **kwargs).hidden_states[-1]
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
-                use_cache=False, cache=None, **kwargs):
-        from transformers import DynamicCache
+    @property
+    def _calls(self) -> dict:
+        """How the two passes call the model: the decoder (None when the model has none apart from
+        itself) and the keyword each takes its cache under. Asked once, outside any traced step:
+        `cache_name` inspects signatures, which a traced graph cannot."""
+        if self.__dict__.get("_calls_known") is None:
+            decoder = self.base.get_decoder() if hasattr(self.base, "get_decoder") else None
+            decoder = None if decoder is self.base else decoder
+            self.__dict__["_calls_known"] = {
+                "decoder": (decoder, None if decoder is None else cache_name(decoder)),
+                "base": cache_name(self.base), "logits_to_keep": takes_logits_to_keep(self.base),
+                "cache_position": "cache_position" in forward_params(self.base)}
+        return self.__dict__["_calls_known"]
 
-        self.attention_mask = attention_mask
+    def _dual(self, input_ids, attention_mask, first, second, use_cache, labels=None, **kwargs):
+        """Both passes; returns pass 2's output, its gates and the scalings."""
         n_batch, n_tok = input_ids.shape
-        past = cache if cache is not None else past_key_values
-        first, second = (None, None) if past is None else (past.scaling, past.main)
-        if use_cache and first is None:
-            first, second = DynamicCache(config=self.base.config), DynamicCache(config=self.base.config)
         try:
             self._scaling_pass_gates(n_batch, n_tok, input_ids.device)
             with torch.no_grad():
@@ -183,13 +193,26 @@ class XLoRAModel(MoEModel):
             scalings = self.scalings(hidden)
             gates = self._gates(scalings)
             self._set_gates(gates, dtype=hidden.dtype)
+            name = self._calls["base"]
             out = self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                            use_cache=use_cache, **cache_kwargs(self.base, second), **kwargs)
+                            use_cache=use_cache, **({} if second is None else {name: second}), **kwargs)
         finally:
             # While training, pass 2's gates stay set until the next forward: activation
             # checkpointing recomputes its layers during backward, after this call has returned.
             if not (self.training and torch.is_grad_enabled()):
                 self._set_gates(None)
+        return out, gates, scalings
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
+                use_cache=False, cache=None, **kwargs):
+        from transformers import DynamicCache
+
+        self.attention_mask = attention_mask
+        past = cache if cache is not None else past_key_values
+        first, second = (None, None) if past is None else (past.scaling, past.main)
+        if use_cache and first is None:
+            first, second = DynamicCache(config=self.base.config), DynamicCache(config=self.base.config)
+        out, gates, scalings = self._dual(input_ids, attention_mask, first, second, use_cache, labels, **kwargs)
         for layer, g in zip(self.moe, gates):  # last_gates for routing statistics: what pass 2 used
             layer.last_gates = g.detach()
         self.last_scalings = scalings
@@ -199,46 +222,146 @@ class XLoRAModel(MoEModel):
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, max_new_tokens: int = 32,
                  do_sample: bool = False, eos_token_id=None, pad_token_id=None, use_cache: bool = True,
-                 stop_strings=None, tokenizer=None, **unused):
+                 stop_strings=None, tokenizer=None, cache_implementation: str = "dynamic",
+                 compile: bool | dict | None = None, **unused):
         """Greedy decoding with one KV cache per pass (left padding supported). A row ends at
         an end-of-sequence token or, given `stop_strings` and `tokenizer` (as transformers'
         generate takes them), once its decoded continuation contains one of them; finished rows
-        are filled with `pad_token_id`, and decoding stops when every row has finished."""
+        are filled with `pad_token_id`, and decoding stops when every row has finished.
+
+        `cache_implementation="static"` (transformers' name for it) keeps both caches in
+        fixed-size buffers, so every per-token step has the same shapes and can be captured
+        once: with `compile` (default: on CUDA) the step (both passes, the classifier, the gates
+        and the argmax) runs as one `torch.compile(mode="reduce-overhead")` graph, replayed as
+        a CUDA graph, instead of several kernel launches from Python per adapted Linear. The
+        tokens are those of the dynamic path."""
         if do_sample:
             raise ConfigError("X-LoRA generation is greedy only (do_sample=False)")
+        if cache_implementation not in ("dynamic", "static"):
+            raise ConfigError(f"X-LoRA generation: cache_implementation must be 'dynamic' or 'static', "
+                              f"not {cache_implementation!r}")
         stops = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
         if stops and tokenizer is None:
             raise ConfigError("X-LoRA generation with stop_strings needs tokenizer=")
         eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int)
                                                else list(eos_token_id))
         pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        if cache_implementation == "static" and use_cache:
+            decode = self._static_decoder(input_ids, mask, max_new_tokens, compile)
+        else:
+            decode = self._dynamic_decoder(input_ids, mask, use_cache)
         ids = input_ids
-        mask = torch.ones_like(ids) if attention_mask is None else attention_mask
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        cache, step = None, ids
-        only_last = {"logits_to_keep": 1} if takes_logits_to_keep(self.base) else {}
+        eos_ids = torch.tensor(eos, device=ids.device)
+        nxt = None
         for _ in range(max_new_tokens):
-            positions = (mask.cumsum(-1) - 1).clamp_min(0)
-            if use_cache:
-                out = self(input_ids=step, attention_mask=mask, cache=cache, use_cache=True,
-                           position_ids=positions[:, -step.shape[1]:], **only_last)
-                cache = out.cache
-            else:
-                out = self(input_ids=ids, attention_mask=mask, position_ids=positions)
-            nxt = out.logits[:, -1].argmax(-1)
+            nxt = decode(nxt)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             if eos:
-                done |= torch.isin(nxt, torch.tensor(eos, device=nxt.device))
+                done |= torch.isin(nxt, eos_ids)
             ids = torch.cat([ids, nxt[:, None]], 1)
-            mask = torch.cat([mask, torch.ones_like(nxt[:, None])], 1)
-            step = nxt[:, None]
             for row in (~done).nonzero().flatten().tolist() if stops else []:
                 text = tokenizer.decode(ids[row, input_ids.shape[1]:], skip_special_tokens=True)
                 done[row] = any(s in text for s in stops)
             if bool(done.all()):
                 break
+        if cache_implementation == "static":  # what the layers kept from a captured step is the
+            for layer in self.moe:            # graph's memory, overwritten by its next replay
+                layer.last_gates = None
         return ids
 
+    def _dynamic_decoder(self, ids, mask, use_cache: bool):
+        """decode(token) -> the next token of every row, given the previous one (None: the
+        prompt), with the two dynamic caches (or, without `use_cache`, the whole prefix again)."""
+        cache = None
+        only_last = {"logits_to_keep": 1} if self._calls["logits_to_keep"] else {}
+
+        def decode(token):
+            nonlocal ids, mask, cache
+            if token is not None:
+                ids = torch.cat([ids, token[:, None]], 1)
+                mask = torch.cat([mask, torch.ones_like(token[:, None])], 1)
+            positions = (mask.cumsum(-1) - 1).clamp_min(0)
+            if not use_cache:
+                return self(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].argmax(-1)
+            step = ids if token is None else token[:, None]
+            out = self(input_ids=step, attention_mask=mask, cache=cache, use_cache=True,
+                       position_ids=positions[:, -step.shape[1]:], **only_last)
+            cache = out.cache
+            return out.logits[:, -1].argmax(-1)
+        return decode
+
+    def _static_decoder(self, ids, mask, max_new_tokens: int, compile):
+        """decode(token) as `_dynamic_decoder`, over fixed-size caches and a fixed-size mask; the
+        prompt runs eagerly, each later token through `_token_step` (captured when `compile`)."""
+        n_batch, n_prompt = ids.shape
+        # Caches (and captured graphs) are kept for the next call that fits: lengths in steps of 256.
+        length = -(-(n_prompt + max_new_tokens) // 256) * 256
+        first, second = self._static_caches(n_batch, length, ids.device)
+        full_mask = torch.zeros(n_batch, length, dtype=mask.dtype, device=ids.device)
+        full_mask[:, :n_prompt] = mask
+        step = self._captured_step(ids.device, compile)
+        position = mask.sum(-1, keepdim=True) - 1  # of each row's last token (rows are left-padded)
+        t = n_prompt
+
+        def decode(token):
+            nonlocal position, t
+            if token is None:
+                positions = (mask.cumsum(-1) - 1).clamp_min(0)
+                return self._token_step(ids, full_mask, positions, torch.arange(n_prompt, device=ids.device),
+                                        first, second)
+            full_mask[:, t] = 1
+            position = position + 1
+            nxt = step(token[:, None], full_mask, position, torch.tensor([t], device=ids.device), first, second)
+            t += 1
+            return nxt.clone()  # a captured graph's output is overwritten by its next replay
+        return decode
+
+    def _token_step(self, ids, mask, positions, cache_position, first, second) -> torch.Tensor:
+        """Both passes over static caches; the next token of every row (its greedy choice). The
+        caches, positions and mask have fixed shapes, so one trace serves every decoding step."""
+        kwargs = {"position_ids": positions}
+        if self._calls["cache_position"]:  # transformers < 5 takes where to write explicitly
+            kwargs["cache_position"] = cache_position
+        if self._calls["logits_to_keep"]:
+            kwargs["logits_to_keep"] = 1
+        out, _, _ = self._dual(ids, mask, first, second, True, **kwargs)
+        return out.logits[:, -1].argmax(-1)
+
+    def _static_caches(self, n_batch: int, length: int, device):
+        """The pair of StaticCaches for (batch, length), emptied; kept on the model because a
+        captured step is bound to their buffers' addresses."""
+        from transformers import StaticCache
+
+        key = (n_batch, length, device, next(self.base.parameters()).dtype)
+        kept = self.__dict__.get("_static_kept")
+        if kept is not None and kept[0] == key:
+            for cache in kept[1:]:
+                cache.reset()
+            return kept[1:]
+        caches = (StaticCache(config=self.base.config, max_cache_len=length),
+                  StaticCache(config=self.base.config, max_cache_len=length))
+        self.__dict__["_static_kept"] = (key, *caches)
+        return caches
+
+    def _captured_step(self, device, compile: bool | dict | None):
+        """`_token_step`, compiled as one graph (`fullgraph`) when `compile` is true (a dict: the
+        options of `torch.compile`; default mode "reduce-overhead", a CUDA graph on CUDA) or None
+        on CUDA, where kernel launches dominate batch-1 decoding. Compiled once per options."""
+        if compile is None:
+            compile = torch.device(device).type == "cuda"
+        if not compile:
+            return self._token_step
+        options = {"mode": "reduce-overhead", "fullgraph": True}
+        options.update(compile if isinstance(compile, dict) else {})
+        if options.get("backend") is not None:
+            options.pop("mode")  # torch.compile takes a mode with the default backend only
+        kept = self.__dict__.setdefault("_compiled_steps", {})
+        key = repr(sorted(options.items()))
+        if key not in kept:
+            kept[key] = torch.compile(self._token_step, **options)
+        return kept[key]
 
 @register_method("xlora", Config, trains=True, train_cost=2.0, eval_cost=2.0)  # two passes per forward
 def build(base, experts, cfg: Config) -> XLoRAModel:
