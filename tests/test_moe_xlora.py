@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import DEVICE
-from loraocean.models import load
+from loraocean.models import load, targets
+from loraocean.models.architectures import FAMILIES
 from loraocean.moe import get_method, load_adapter
 from test_moe_layer import make_adapters
 
@@ -129,6 +130,27 @@ def test_static_cache_generation_equals_dynamic_and_uncached(adapters, options, 
                for layer in model.moe)  # the gates are unset after decoding, as after a forward
     with pytest.raises(ConfigError, match="cache_implementation"):
         model.generate(input_ids=ids, attention_mask=mask, cache_implementation="paged")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_static_cache_generation_in_every_family(family, tmp_path):
+    """Every supported architecture decodes X-LoRA over static caches (transformers' StaticCache
+    for that model) to the tokens of its dynamic caches, left padding included."""
+    name = f"tiny-{family}"
+    modules = targets(load(name)[0])
+    paths = make_adapters(tmp_path, specs=[(2, 4, modules, 1), (4, 16, modules, 2)], model_name=name)
+    method = get_method("xlora")
+    model = method.build(load(name)[0], [load_adapter(p) for p in paths],
+                         method.make_config({"depth": 2, "hidden": 16, "layerwise": True})).eval()
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.mul_(8)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
+    dynamic = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0)
+    static = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0,
+                            cache_implementation="static", compile=False)
+    assert torch.equal(static, dynamic)
 
 
 def test_only_the_classifier_trains(adapters):

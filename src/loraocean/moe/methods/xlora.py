@@ -302,6 +302,7 @@ class XLoRAModel(MoEModel):
         full_mask = torch.zeros(n_batch, length, dtype=mask.dtype, device=ids.device)
         full_mask[:, :n_prompt] = mask
         step = self._captured_step(ids.device, compile)
+        graphs = step is not self._token_step and ids.device.type == "cuda"
         position = mask.sum(-1, keepdim=True) - 1  # of each row's last token (rows are left-padded)
         t = n_prompt
 
@@ -313,6 +314,8 @@ class XLoRAModel(MoEModel):
                                         first, second)
             full_mask[:, t] = 1
             position = position + 1
+            if graphs:  # a new iteration of the CUDA graphs: the previous step's outputs are not used again
+                torch.compiler.cudagraph_mark_step_begin()
             nxt = step(token[:, None], full_mask, position, torch.tensor([t], device=ids.device), first, second)
             t += 1
             return nxt.clone()  # a captured graph's output is overwritten by its next replay
