@@ -27,10 +27,25 @@ def adapters(tmp_path_factory):
     return make_adapters(tmp_path_factory.mktemp("xlora"))
 
 
-def ours(paths, **options):
+def ours(paths, model_name="tiny-llama", **options):
     method = get_method("xlora")
-    base, _ = load("tiny-llama")
+    base, _ = load(model_name)
     return method.build(base, [load_adapter(p) for p in paths], method.make_config(options))
+
+
+def routing(model):
+    """The model with its classifier's weights x8: clearly non-uniform scalings."""
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.mul_(8)
+    return model
+
+
+def padded_prompt():
+    """Two rows, the second left-padded: (input_ids, attention_mask)."""
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
+    return ids, mask
 
 
 def peft_xlora(paths, model, options):
@@ -54,10 +69,7 @@ def peft_xlora(paths, model, options):
 
 @pytest.mark.parametrize("options", CONFIGS)
 def test_logits_match_peft_xlora(adapters, options):
-    model = ours(adapters, **options).eval()
-    with torch.no_grad():  # a classifier with clearly non-uniform scalings
-        for p in model.classifier.parameters():
-            p.mul_(8)
+    model = routing(ours(adapters, **options).eval())
     ref_model = peft_xlora(adapters, model, options)
     torch.manual_seed(0)
     ids = torch.randint(0, 250, (2, 10)).to(DEVICE)
@@ -73,12 +85,8 @@ def test_logits_match_peft_xlora(adapters, options):
 
 
 def test_cached_generation_equals_uncached_and_peft(adapters):
-    model = ours(adapters, depth=2, hidden=16, layerwise=True).eval()
-    with torch.no_grad():
-        for p in model.classifier.parameters():
-            p.mul_(8)
-    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
-    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
+    model = routing(ours(adapters, depth=2, hidden=16, layerwise=True).eval())
+    ids, mask = padded_prompt()
     cached = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0)
     uncached = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0,
                               use_cache=False)
@@ -106,12 +114,8 @@ def test_static_cache_generation_equals_dynamic_and_uncached(adapters, options, 
     at an end-of-sequence token."""
     from loraocean.errors import ConfigError
 
-    model = ours(adapters, **options).eval()
-    with torch.no_grad():
-        for p in model.classifier.parameters():
-            p.mul_(8)
-    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
-    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
+    model = routing(ours(adapters, **options).eval())
+    ids, mask = padded_prompt()
     static = dict(max_new_tokens=10, pad_token_id=0, cache_implementation="static", compile=compile)
     for prompt, prompt_mask in ((ids, mask), ((ids * 7 + 3) % 250, mask)):
         dynamic = model.generate(input_ids=prompt, attention_mask=prompt_mask, max_new_tokens=10, pad_token_id=0)
@@ -139,14 +143,8 @@ def test_static_cache_generation_in_every_family(family, tmp_path):
     name = f"tiny-{family}"
     modules = targets(load(name)[0])
     paths = make_adapters(tmp_path, specs=[(2, 4, modules, 1), (4, 16, modules, 2)], model_name=name)
-    method = get_method("xlora")
-    model = method.build(load(name)[0], [load_adapter(p) for p in paths],
-                         method.make_config({"depth": 2, "hidden": 16, "layerwise": True})).eval()
-    with torch.no_grad():
-        for p in model.classifier.parameters():
-            p.mul_(8)
-    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
-    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
+    model = routing(ours(paths, name, depth=2, hidden=16, layerwise=True).eval())
+    ids, mask = padded_prompt()
     dynamic = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0)
     static = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0,
                             cache_implementation="static", compile=False)
@@ -190,8 +188,7 @@ def test_generation_ends_rows_at_stop_strings(adapters):
 
     model = ours(adapters, depth=2, hidden=16).eval()
     _, tok = load("tiny-llama")
-    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 0, 11, 12, 13, 14]], device=DEVICE)
-    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]], device=DEVICE)
+    ids, mask = padded_prompt()
     full = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0)
     stop = tok.decode(full[0, 6:10], skip_special_tokens=True)  # row 0's first four new tokens
     assert stop.strip() and stop not in tok.decode(full[1, 6:], skip_special_tokens=True)
@@ -236,10 +233,7 @@ def test_layers_share_per_column_factors_and_logits_do_not_change(adapters, laye
     """Pass 2 computes each distinct (gates, ranks, scalings) column factor once: shared gates give
     one tensor per layer signature for the whole model, layerwise gates one per layer. The logits
     are exactly those of every layer computing its own factors."""
-    model = ours(adapters, depth=1, layerwise=layerwise).eval()
-    with torch.no_grad():
-        for p in model.classifier.parameters():
-            p.mul_(8)
+    model = routing(ours(adapters, depth=1, layerwise=layerwise).eval())
     seen = []
     hooks = [layer.register_forward_pre_hook(lambda layer, args: seen.append(layer.external_columns))
              for layer in model.moe]

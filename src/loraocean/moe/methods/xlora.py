@@ -253,7 +253,7 @@ class XLoRAModel(MoEModel):
             decode = self._dynamic_decoder(input_ids, mask, use_cache)
         ids = input_ids
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        eos_ids = torch.tensor(eos, device=ids.device)
+        eos_ids = torch.tensor(eos, dtype=torch.long, device=ids.device)
         nxt = None
         for _ in range(max_new_tokens):
             nxt = decode(nxt)
@@ -310,13 +310,14 @@ class XLoRAModel(MoEModel):
             nonlocal position, t
             if token is None:
                 positions = (mask.cumsum(-1) - 1).clamp_min(0)
-                return self._token_step(ids, full_mask, positions, torch.arange(n_prompt, device=ids.device),
-                                        first, second)
+                where = torch.arange(n_prompt, dtype=torch.long, device=ids.device)
+                return self._token_step(ids, full_mask, positions, where, first, second)
             full_mask[:, t] = 1
             position = position + 1
             if graphs:  # a new iteration of the CUDA graphs: the previous step's outputs are not used again
                 torch.compiler.cudagraph_mark_step_begin()
-            nxt = step(token[:, None], full_mask, position, torch.tensor([t], device=ids.device), first, second)
+            where = torch.tensor([t], dtype=torch.long, device=ids.device)
+            nxt = step(token[:, None], full_mask, position, where, first, second)
             t += 1
             return nxt.clone()  # a captured graph's output is overwritten by its next replay
         return decode
