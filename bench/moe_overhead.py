@@ -324,8 +324,7 @@ def main() -> None:
           "(goals: <= 1.5 on the embedded model; <= 1.15 on a GPU at the 1B shape, 8 x 512)")
 
     if not args.skip_xlora:
-        compile = {"auto": None, "yes": True, "no": False}[args.compile]
-        captured = compile if compile is not None else DEVICE.startswith("cuda")
+        compile = {"auto": DEVICE.startswith("cuda"), "yes": True, "no": False}[args.compile]
         for row in bench_xlora(args.model, compile=compile):
             t_ours, t_ref, t_plain, t_static = row["ours"], row["ref"], row["plain"], row["static"]
             print(f"[xlora] greedy generation, {row['label']} prompt ({row['n_prompt']} tokens), {row['n_new']} "
@@ -333,7 +332,7 @@ def main() -> None:
                   f"{t_ref / t_ours:.1f}x wall, {t_ref.cpu / t_ours.cpu:.1f}x CPU time (goal >= 5), same tokens: "
                   f"{row['same']}; floor (2 plain cached base decodes, {2 * t_plain:.2f} s) caps it at "
                   f"{t_ref / (2 * t_plain):.1f}x; ours / one plain cached decode = {t_ours / t_plain:.2f}x")
-            print(f"[xlora] static caches{', captured step' if captured else ''}, {row['label']} prompt: "
+            print(f"[xlora] static caches{', captured step' if compile else ''}, {row['label']} prompt: "
                   f"{t_static:.2f} s (first call {row['warm']:.1f} s), same tokens as the dynamic caches: "
                   f"{row['same_static']}; static / dynamic = {t_static / t_ours:.2f}x; static / one plain "
                   f"cached decode = {t_static / t_plain:.2f}x (goal <= 2.5 on a GPU)")
