@@ -66,6 +66,21 @@ def test_cost_table_from_the_job_logs(run):
     assert rows["xlora"][1:6] == ["0", "0", "0", "0.5", "4"]
     assert rows[LIBRARY_ROW][1:6] == ["5,000", "12", "900", "3.0", "4"]
     assert rows["loramoe"][6] == "40"  # n per cell: the stand-ins score max_eval examples
+    assert rows[LIBRARY_ROW][6] == "n/a"  # a library LoRA is not evaluated on its own
+    # every column recorded: no word about older results
+    assert "'–'" not in t.note and "before this column existed" not in t.note
+
+
+def test_cost_table_says_what_an_older_job_did_not_record(run):
+    """Library LoRA jobs whose training log lacks trainable_params (as older releases wrote them)."""
+    study = study_file(run)
+    for job in study["jobs"]:
+        if job["kind"] == "lora":
+            _patch(run / "jobs" / f"lora-{job['key']}" / "result.json", train={"steps": 12, "tokens": 900})
+    t = cost_table(run, study, query(run), ["base", "target_lora", "loramoe", "xlora"])
+    rows = {r[0]: r for r in t.rows}
+    assert rows[LIBRARY_ROW][1] == rows["target_lora"][1] == "–" and rows["loramoe"][1] == "777"
+    assert "'–': not recorded by the job" in t.note
 
 
 def test_results_json_beside_the_report(run):

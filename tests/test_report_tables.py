@@ -141,12 +141,18 @@ def test_report_of_a_run(tmp_path):
     assert (f"**loramoe beat xlora** on this run: loramoe {100 * expected.acc_a:.1f}% vs xlora "
             f"{100 * expected.acc_b:.1f}%, majority-label rate 25.0%; {100 * expected.diff:+.1f} points") in text
     assert "manual vs random" not in text  # measured: random is a fitted strategy here
-    # figures exist and are referenced
+    # figures exist; report.md links each file, report.html carries each file's bytes inline
+    import base64
+
     figures = sorted(p.name for p in (run_dir / "figures").glob("*.png"))
     assert "routing-loramoe.png" in figures and "routing-xlora.png" in figures
     assert any(f.startswith("accuracy-") for f in figures) and any(f.startswith("selection-") for f in figures)
+    inline = html.count("src='data:image/png;base64,")
+    assert inline == len(figures) and "figures/" not in html
     for f in figures:
-        assert f"figures/{f}" in text and f"figures/{f}" in html
+        assert f"figures/{f}" in text
+        data = base64.b64encode((run_dir / "figures" / f).read_bytes()).decode()
+        assert f"src='data:image/png;base64,{data}'" in html
     # the selection overlap includes the compare-only embedding strategy
     assert "| strategy | ppl | random | manual | rocket | embedding |" in text
     experts = json.loads(r["experts"])

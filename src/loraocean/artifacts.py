@@ -29,11 +29,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+# Files meant to be read by others (a report, its figures, a leaderboard): the atomic writer's
+# temporary file is created 0600, which a renamed report would keep.
+READABLE = 0o644
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+    """Write `data` to `path` atomically; `mode` (e.g. READABLE) sets its permissions, else it
+    keeps the temporary file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -47,16 +56,16 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: str | Path, text: str, mode: int | None = None) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), mode)
 
 
 def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    return write_text_atomic(path, to_json(obj))
+def write_json_atomic(path: str | Path, obj: Any, mode: int | None = None) -> Path:
+    return write_text_atomic(path, to_json(obj), mode)
 
 
 def _fsync_tree(root: Path) -> None:

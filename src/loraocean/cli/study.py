@@ -107,13 +107,17 @@ def results(
     run_dir: Path = typer.Argument(default_run_dir("lite", False), help="Run folder of a study."),
     where: list[str] = typer.Option([], "--where", help="Filter COLUMN=VALUE (or !=, >=, <=, >, <); "
                                     "repeat to combine, e.g. --where method=loramoe --where seed=0."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the full rows to this CSV file."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the full rows to this CSV file "
+                                       "(raw values: scores as fractions in [0, 1], as results.sqlite "
+                                       "holds them)."),
 ) -> None:
-    """Print a study's results table (one row per model, target, method, selection, seed, convention)."""
+    """Print a study's results table (one row per model, target, method, selection, seed, convention);
+    scores in percent with one decimal, as the report prints them."""
     from loraocean.cli.console import make_console
     from rich.table import Table
 
     from loraocean.artifacts import check_writable
+    from loraocean.report.tables import pct
     from loraocean.study import query
 
     if csv is not None:
@@ -121,14 +125,13 @@ def results(
     df = query(run_dir, where)
     if csv is not None:
         df.to_csv(csv, index=False)
-    table = Table("model", "target", "method", "selection", "seed", "convention", "metric", "value",
-                  "95% CI", "n", "majority", "experts", title=f"{len(df)} results in {run_dir}")
+    table = Table("model", "target", "method", "selection", "seed", "convention", "metric", "value %",
+                  "95% CI %", "n", "majority %", "experts", title=f"{len(df)} results in {run_dir}")
     for _, r in df.iterrows():
-        ci = "" if r["ci_low"] is None or r["ci_low"] != r["ci_low"] else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}"
-        maj = "" if r["majority_rate"] is None or r["majority_rate"] != r["majority_rate"] else f"{r['majority_rate']:.3f}"
+        ci = "" if r["ci_low"] is None or r["ci_low"] != r["ci_low"] else f"{pct(r['ci_low'])}–{pct(r['ci_high'])}"
+        maj = "" if r["majority_rate"] is None or r["majority_rate"] != r["majority_rate"] else pct(r["majority_rate"])
         table.add_row(r["model"], r["target"], r["method"], r["selection"], str(r["seed"]), r["convention"],
-                      r["metric"], f"{r['value']:.3f}", ci, str(r["n"]), maj,
-                      ", ".join(__import__("json").loads(r["experts"] or "[]")))
+                      r["metric"], pct(r["value"]), ci, str(r["n"]), maj, ", ".join(json.loads(r["experts"] or "[]")))
     make_console().print(table)
 
 

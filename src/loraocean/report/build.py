@@ -3,15 +3,18 @@ findings of one study run, written from the run's results table and job folders.
 
 The report is a list of blocks (heading, paragraph, table, image) rendered twice, to Markdown and to
 HTML, so the two files never disagree. Written by hand because it is ~40 lines and no dependency.
+report.html is one self-contained file (its figures inline as PNG data URIs), so a copy of it alone
+shows everything; report.md links the PNG files in figures/. Both are readable by others (0644).
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from pathlib import Path
 
-from loraocean.artifacts import write_json_atomic, write_text_atomic
+from loraocean.artifacts import READABLE, write_json_atomic, write_text_atomic
 from loraocean.report import costs as cost
 from loraocean.report import findings as find
 from loraocean.report import plots, tables
@@ -144,8 +147,9 @@ def build_blocks(run_dir: Path, record: dict | None = None, frames=None) -> list
             blocks.append(("h2", f"Results ({conv} convention)"))
             used = [s for s in strategies if s in set(cdf["selection"])] or ["none"]
             for strategy in used:
-                blocks.append(("table", tables.method_by_target(cdf, strategy, method_order,
-                                                                 cfg["tasks"]["targets"], flagged)))
+                table = tables.method_by_target(cdf, strategy, method_order, cfg["tasks"]["targets"], flagged)
+                table.anchor = tables.anchor("results", model, conv, strategy)  # the leaderboard links here
+                blocks.append(("table", table))
             blocks += [("p", line) for line in plan_lines(overrides, extra)]
             main = "manual" if "manual" in used else used[0]
             png = plots.accuracy_bars(cdf, [t for t in cfg["tasks"]["targets"] if t in set(cdf["target"])],
@@ -157,6 +161,7 @@ def build_blocks(run_dir: Path, record: dict | None = None, frames=None) -> list
                 png = plots.selection_bars(cdf, strategies, moe, figures / f"selection-{tag}.png")
                 blocks.append(("img", png, "mean accuracy per selection strategy and method"))
         costs = cost.cost_table(run_dir, study, mdf, method_order)
+        costs.anchor = tables.anchor("costs", model)
         blocks += [("h2", "Costs"), ("table", costs)]
         if record is not None:
             record.setdefault("costs", {})[model] = costs
@@ -185,6 +190,11 @@ def routing_blocks(run_dir: Path, study: dict, methods: list[str], figures: Path
         inputs, result = candidates[0]
         layers, experts, matrix = plots.routing_matrix(result["routing"])
         title = f"{method} on {inputs['target']} ({inputs['selection']} selection, seed {inputs['seed']})"
+        if plots.is_constant(matrix):  # e.g. uniform's 1/k everywhere: a heatmap would show nothing
+            out.append(("p", f"{title}: every gate is {float(matrix.flat[0]):.3f} in every layer and for "
+                             "every expert (constant routing), so no heatmap is drawn."))
+            shown += 1
+            continue
         png = plots.routing_heatmap(method, layers, experts, matrix, title,
                                     figures / f"routing-{method}.png")
         out.append(("img", png, f"routing heatmap of {title}"))
@@ -268,12 +278,13 @@ def to_html(blocks: list[tuple], base: Path, title: str) -> str:
                 out.append("<ul>")
                 in_list = True
             out.append(f"<li>{_inline(block[1])}</li>")
-        elif kind == "img":
-            src = html.escape(Path(block[1]).relative_to(base).as_posix())
-            out.append(f"<p><img src='{src}' alt='{html.escape(block[2])}'></p>")
+        elif kind == "img":  # inline, so the page travels alone
+            data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
+            out.append(f"<p><img src='data:image/png;base64,{data}' alt='{html.escape(block[2])}'></p>")
         elif kind == "table":
             t: Table = block[1]
-            out.append(f"<p><b>{html.escape(t.title)}</b></p><table><tr>"
+            ident = f" id='{html.escape(t.anchor)}'" if t.anchor else ""
+            out.append(f"<p{ident}><b>{html.escape(t.title)}</b></p><table><tr>"
                        + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr>")
             out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t.rows]
             out.append("</table>" + (f"<p><small>{html.escape(t.note)}</small></p>" if t.note else ""))
@@ -291,12 +302,12 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     frames = store.tables(run_dir)
     blocks = build_blocks(run_dir, record, frames)
     title = blocks[0][1]
-    md = write_text_atomic(run_dir / "report.md", to_markdown(blocks, run_dir))
-    page = write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title))
+    md = write_text_atomic(run_dir / "report.md", to_markdown(blocks, run_dir), READABLE)
+    page = write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title), READABLE)
     study = store.study_file(run_dir)
     data = cost.results_json(run_dir, study, frames[0], record.get("findings", {}),
                              record.get("costs", {}), record.get("can_show"))
     data["train_overrides"] = record.get("train_overrides", {})  # method -> fields; {}: equal budgets
     data["own_selections"] = record.get("own_selections", {})    # method -> strategies beyond the study's
-    write_json_atomic(run_dir / "results.json", data)
+    write_json_atomic(run_dir / "results.json", data, READABLE)
     return md, page

@@ -21,8 +21,6 @@ from loraocean.study.store import job_dir, job_result
 LIBRARY_ROW = "library LoRA (each)"
 
 
-
-
 def training(run_dir: Path, study: dict, df) -> dict[str, list[dict]]:
     """method -> one record per distinct training run behind its evaluations: trainable params,
     optimizer steps, training tokens, wall seconds (the job's own time)."""
@@ -75,16 +73,20 @@ def cost_table(run_dir: Path, study: dict, df, methods: list[str]) -> Table:
         cells = {"trainable_params": _mean(records, "trainable_params"), "steps": _mean(records, "steps"),
                  "tokens": _mean(records, "tokens"), "seconds": _mean(records, "seconds")}
         values.update({(method, k): v for k, v in cells.items()})
-        n = "–" if ns.empty else (str(ns.min()) if ns.min() == ns.max() else f"{ns.min()}–{ns.max()}")
+        if method == LIBRARY_ROW:
+            n = "n/a"  # not evaluated on its own: a library LoRA is an expert of the methods above
+        else:
+            n = "–" if ns.empty else (str(ns.min()) if ns.min() == ns.max() else f"{ns.min()}–{ns.max()}")
         rows.append([method, _num(cells["trainable_params"]), _num(cells["steps"]), _num(cells["tokens"]),
                      _num(cells["seconds"], "{:.1f}"), str(len(records)), n])
+    note = ("Training-free methods build in the wall time shown and train nothing. MoE methods also start "
+            "from the shared library LoRAs (last row, each).")
+    if any("–" in r for r in rows):  # only job folders written by an older LoRAOcean lack a column
+        note += " '–': not recorded by the job (its folder was written before this column existed)."
     return Table(title="Cost of each method (mean per training run) and n per cell",
                  headers=["method", "trainable params", "optimizer steps", "training tokens",
                           "wall s", "training runs", "test examples per cell"],
-                 rows=rows, values=values,
-                 note="Training-free methods build in the wall time shown and train nothing. MoE methods "
-                      "also start from the shared library LoRAs (last row, each). '–': not recorded "
-                      "by the job (results written before this column existed).")
+                 rows=rows, values=values, note=note)
 
 
 def git_commit() -> str | None:

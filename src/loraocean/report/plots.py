@@ -1,4 +1,5 @@
-"""Figures of the report (matplotlib with the Agg backend: PNG files, no display needed)."""
+"""Figures of the report (matplotlib with the Agg backend: PNG files, no display needed), each
+written atomically and readable by others (the report embeds them; report.md links them)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loraocean.artifacts import write_bytes_atomic
+from loraocean.artifacts import READABLE, write_bytes_atomic
 
 
 def _plt():
@@ -17,6 +18,14 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Write the figure as a PNG at `path` (atomically, mode 0644) and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _plt().close(fig)
+    return write_bytes_atomic(path, buf.getvalue(), READABLE)
 
 
 def accuracy_bars(df, targets: list[str], methods: list[str], selection: str, path: Path) -> Path:
@@ -51,9 +60,7 @@ def accuracy_bars(df, targets: list[str], methods: list[str], selection: str, pa
     axes[0][0].set_ylabel("accuracy")
     fig.suptitle(f"Accuracy with 95% CI ({selection} selection)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def selection_bars(df, strategies: list[str], methods: list[str], path: Path) -> Path:
@@ -75,9 +82,7 @@ def selection_bars(df, strategies: list[str], methods: list[str], path: Path) ->
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def routing_matrix(stats) -> tuple[list[str], list[str], np.ndarray] | None:
@@ -102,8 +107,15 @@ def routing_matrix(stats) -> tuple[list[str], list[str], np.ndarray] | None:
     return None
 
 
-def routing_heatmap(method: str, layers: list[str], experts: list[str], matrix: np.ndarray,
-                    title: str, path: Path) -> Path:
+def is_constant(matrix: np.ndarray) -> bool:
+    """Whether every gate of a routing matrix is the same number (e.g. 1/k for the uniform
+    method): its heatmap would carry no information."""
+    return bool(matrix.size) and float(np.ptp(matrix)) < 1e-6
+
+
+def routing_figure(layers: list[str], experts: list[str], matrix: np.ndarray, title: str):
+    """The routing heatmap as a matplotlib figure: one labelled row per layer (each row is 0.16
+    inch, room for its 6-point label), one column per expert."""
     import textwrap
 
     plt = _plt()
@@ -111,16 +123,18 @@ def routing_heatmap(method: str, layers: list[str], experts: list[str], matrix: 
     fig, ax = plt.subplots(figsize=(max(5.0, 3.0 + 0.6 * len(experts)), 2.2 + 0.16 * len(layers)))
     im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0)
     ax.set_xticks(range(len(experts)), experts, rotation=45, ha="right", fontsize=7)
-    step = max(1, len(layers) // 24)
-    ax.set_yticks(range(0, len(layers), step), [short[i] for i in range(0, len(layers), step)], fontsize=6)
+    ax.set_yticks(range(len(layers)), short, fontsize=6)
     ax.set_xlabel("expert")
     ax.set_ylabel("layer")
     ax.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=8)
     fig.colorbar(im, ax=ax, label="mean gate")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def routing_heatmap(method: str, layers: list[str], experts: list[str], matrix: np.ndarray,
+                    title: str, path: Path) -> Path:
+    return _save(routing_figure(layers, experts, matrix, title), path)
 
 
 def atlas_heatmap(rows: list[str], targets: list[str], matrix: np.ndarray, title: str, path: Path) -> Path:
@@ -140,7 +154,4 @@ def atlas_heatmap(rows: list[str], targets: list[str], matrix: np.ndarray, title
     ax.set_title(title, fontsize=8)
     fig.colorbar(im, ax=ax, label="dev score")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(path, buf.getvalue())
+    return _save(fig, path)

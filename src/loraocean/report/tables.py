@@ -3,10 +3,15 @@
 Accuracies are percentages with their 95% CI (one seed) or the spread over seeds, and every
 target's majority-label rate stands beside them, so a number near the label prior reads as such.
 Degenerate cells (`loraocean.report.flags`) carry their flag in brackets.
+
+One rounding rule wherever a person reads a score (the report, `loraocean results`, the
+leaderboard): `pct`, a percentage with one decimal. The CSV files, results.sqlite and results.json
+keep the raw fractions in [0, 1].
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +24,17 @@ class Table:
     rows: list[list[str]]
     note: str = ""
     values: dict = field(default_factory=dict)  # (row name, column name) -> number, for tests/plots
+    anchor: str = ""  # the id of the table in report.html (`anchor`), which other pages link to
+
+
+def anchor(*parts: str) -> str:
+    """An HTML id from its parts: `anchor("results", "org/model", "lm-eval", "manual")` ->
+    'results-org-model-lm-eval-manual'; report.html and the leaderboard's links both build it here."""
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", str(p)).strip("-") for p in parts)
 
 
 def pct(x) -> str:
+    """A score in [0, 1] as a percentage with one decimal ('11.2' for 9 of 80); '–' when missing."""
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f}"
 
 
