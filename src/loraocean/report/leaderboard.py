@@ -197,7 +197,7 @@ job's wall time per test example (attaching the adapter and scoring; both conven
 
 STYLE = ("body{font-family:sans-serif;margin:2em auto;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{cursor:pointer;background:#f4f4f4}"
-         "td:nth-child(-n+5),th:nth-child(-n+5){text-align:left}#runs td,#runs th{text-align:left;cursor:auto}"
+         "td:nth-child(-n+5),th:nth-child(-n+5){text-align:left;white-space:nowrap}#runs td,#runs th{text-align:left;cursor:auto}"
          "th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}"
          "#filters label{margin-right:1em}#shown{color:#555}svg text{font-size:11px}a{color:#1a4f8b}")
 
