@@ -72,12 +72,28 @@ def pixels(png: bytes):
     return inked / len(rgb), len(np.unique(rgb, axis=0))
 
 
-def test_a_copy_of_report_html_alone_shows_every_figure(browser, runs, tmp_path):
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    """`loraocean run ci --quick`: the real stages on a tiny random llama (about 15 s)."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("ci") / "run"
+    exe = str(Path(sys.executable).parent / "loraocean")
+    proc = subprocess.run([exe, "run", "ci", "--quick", "--run-dir", str(run_dir)], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.parametrize("which", ["stand-in run", "ci --quick run"])
+def test_a_copy_of_report_html_alone_shows_every_figure(browser, request, which, tmp_path):
+    run = request.getfixturevalue("runs")[0] if which == "stand-in run" else request.getfixturevalue("ci_run")
     alone = tmp_path / "copied" / "report.html"
     alone.parent.mkdir()
-    shutil.copy(runs[0] / "report.html", alone)  # no figures/ folder beside it
+    shutil.copy(run / "report.html", alone)  # no figures/ folder beside it
     page = browser(alone)
-    figures = len(list((runs[0] / "figures").glob("*.png")))
+    figures = len(list((run / "figures").glob("*.png")))
     images = page.locator("img")
     assert images.count() == figures >= 4
     for i in range(figures):
