@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from loraocean.errors import ConfigError, LoraOceanError
+from loraocean.report.build import fit_plan
 from loraocean.report.costs import training
 from loraocean.report.flags import flags
 from loraocean.report.tables import anchor, cell
@@ -134,12 +135,13 @@ def score(g, flagged: dict, where: str) -> Score:
 
 def first_tables(study: dict, df) -> dict[tuple[str, str], str]:
     """(model, convention) -> the selection of the first results table of that report section,
-    where the references (selection 'none') are shown: the study's first strategy with results."""
-    order = list(study["config"]["selection"]["strategies"])
+    where the references (selection 'none') are shown: as `build_blocks` orders its tables, the
+    study's strategies, then those a method was fitted on of its own."""
+    _, _, extra = fit_plan(study)
+    order = list(dict.fromkeys(study["config"]["selection"]["strategies"] + [s for ss in extra.values() for s in ss]))
     out = {}
     for (model, conv), g in df.groupby(["model", "convention"], sort=False):
-        present = [s for s in order if s in set(g["selection"])]
-        out[(model, conv)] = present[0] if present else next((s for s in g["selection"] if s != "none"), "none")
+        out[(model, conv)] = next((s for s in order if s in set(g["selection"])), "none")
     return out
 
 
