@@ -62,7 +62,10 @@ class Method:
     baseline: bool = False    # the training-free baseline the report tests every trained method against
 
     def __post_init__(self):
+        from loraocean.paths import check_name
         from loraocean.presets import override_problem
+
+        check_name(self.name, "method name")  # it names report figures and table keys
 
         for key, value in self.train_overrides.items():
             problem = override_problem(key, value)
