@@ -130,6 +130,14 @@ def test_a_card_cannot_name_a_place_outside_the_root(world, tmp_path, tiny_llama
         with pytest.raises(ConfigError, match="cannot be used as a folder name"):
             Library(tmp_path / "lib").add(src)
     assert not (tmp_path / "x").exists() and not (tmp_path / "lib").exists()
+    # placed by hand in a folder of the same odd name, such a card is still refused, never listed as ok
+    odd = adapter(tmp_path / "lib2" / "tiny-llama" / "y\u202e", model, "y\u202e")
+    lib = Library(tmp_path / "lib2")
+    lib.rebuild_manifest()
+    report = lib.verify()
+    assert not report.ok and len(report.misplaced) == 1 and "cannot be a folder name" in report.misplaced[0]
+    with pytest.raises(LoraOceanError, match="cannot be a folder name"):
+        Library.check(next(e for e in lib.list() if e.path == odd))
 
 
 def test_paths_rule_and_links_out_of_the_root(tmp_path):

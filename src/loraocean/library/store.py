@@ -26,7 +26,7 @@ from loraocean.errors import IntegrityError, LoraOceanError
 from loraocean.library.adapter import WEIGHTS
 from loraocean.library.card import (ADAPTER_FILES, CARD, REBUILD, check_card, check_replaceable, read_card,
                                     seal_card)
-from loraocean.paths import inside
+from loraocean.paths import NAME, NAME_RULE, inside
 from loraocean.library.presets import is_stale
 
 MANIFEST = "manifest.json"
@@ -83,6 +83,9 @@ def check_place(folder: str | Path, card: dict) -> None:
     model, task = card.get("model"), card.get("task")
     if not isinstance(model, str) or not isinstance(task, str):
         raise IntegrityError(f"{folder / CARD}: no model or task recorded; {REBUILD}")
+    if not NAME.fullmatch(task):
+        raise IntegrityError(f"{folder / CARD}: its task {task!r} cannot be a folder name ({NAME_RULE}); "
+                             f"{REBUILD}")
     want = folder_of(model, task)
     if card.get("folder", want) != want:
         raise IntegrityError(f"{folder / CARD}: its folder {card.get('folder')!r} is not that of its model "
