@@ -212,13 +212,13 @@ def check_writable(path: str | Path, option: str, *, file: bool = False) -> None
     os.unlink(probe)
 
 
-def read_json_object(path: str | Path, fix: str = "") -> dict:
+def read_json_object(path: str | Path, fix: str = "", object_pairs_hook=None) -> dict:
     """A JSON file holding an object; unreadable, non-UTF-8, invalid or non-object files raise a
-    DataError naming the file (and the line of a syntax error)."""
+    DataError naming the file (and the line of a syntax error). `object_pairs_hook`: json's."""
     from loraocean.errors import DataError
 
     try:
-        data = json.loads(read_text(path, fix=fix))
+        data = json.loads(read_text(path, fix=fix), object_pairs_hook=object_pairs_hook)
     except json.JSONDecodeError as err:
         raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno, fix=fix) from None
     if not isinstance(data, dict):

@@ -17,15 +17,34 @@ from loraocean.tasks.example import Example
 from loraocean.tasks.prompts import end_of_answer, render
 
 IGNORE = -100
+# Text is cut to this many characters per token of the budget before it is tokenized. No token of
+# the tokenizers we ship or test spans more (SmolLM2's longest is 81 characters, tests check it),
+# so the token cut after it keeps the same tokens; and a huge example (one 100 MB line) never
+# reaches the tokenizer, which needs about 200 bytes of memory per character and aborts the
+# process (a Rust panic) when it runs out.
+CHARS_PER_TOKEN = 128
+MAX_TOKENS = 32768  # the budget where a caller gives none ("never cut": still never a 100 MB text)
 
 
-def split_encode(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def clip(text: str, tokens: int | None, keep: str = "end") -> str:
+    """`text` cut to `tokens` x CHARS_PER_TOKEN characters (None: MAX_TOKENS), keeping its end (a
+    prompt, cut from the left like its tokens) or its start (an answer)."""
+    limit = (tokens or MAX_TOKENS) * CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text
+    return text[-limit:] if keep == "end" else text[:limit]
+
+
+def split_encode(tokenizer, context: str, continuation: str,
+                 max_tokens: int | None = None) -> tuple[list[int], list[int]]:
     """(context ids, continuation ids) as lm-eval computes them; trailing whitespace of the context
-    (spaces and newlines, lm-eval's `context.rstrip()`) moves to the continuation first."""
+    (spaces and newlines, lm-eval's `context.rstrip()`) moves to the continuation first. Both are
+    `clip`ped to `max_tokens` first (the context keeps its end, the continuation its start)."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
+    context, continuation = clip(context, max_tokens, "end"), clip(continuation, max_tokens, "start")
     whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
     ctx = tokenizer(context, add_special_tokens=False).input_ids
     return ctx, whole[len(ctx):]
@@ -43,10 +62,11 @@ class Encoded:
 def encode(example: Example, tokenizer, template: str = "auto", max_length: int | None = 512,
            add_eos: bool = True) -> Encoded:
     """Prompt + target (+ end-of-answer token), labels only on the answer. Over-long prompts are
-    cut from the left so the answer always survives (`max_length=None`: never cut)."""
+    cut from the left so the answer always survives (`max_length=None`: never cut, beyond the
+    `clip` of a text longer than MAX_TOKENS tokens can be)."""
     r = render(example, tokenizer, template)
     target = r.target + (end_of_answer(tokenizer) if add_eos else "")
-    ctx, cont = split_encode(tokenizer, r.prompt, target)
+    ctx, cont = split_encode(tokenizer, r.prompt, target, max_length)
     if max_length is not None:
         cont = cont[:max_length]
         ctx = ctx[max(0, len(ctx) - (max_length - len(cont))):] if max_length > len(cont) else []

@@ -14,6 +14,7 @@ from pathlib import Path
 from loraocean.errors import AdapterMismatchError, LoraOceanError
 from loraocean.library.adapter import CONFIG as LORA_CONFIG, WEIGHTS, check_adapter
 from loraocean.library.card import CARD, check_card, read_card
+from loraocean.library.store import check_entry_folder
 from loraocean.models import name_of
 from loraocean.moe.checkpoint import CONFIG as MOE_CONFIG, check as check_checkpoint, load_checkpoint, read_config
 
@@ -56,6 +57,7 @@ def check(path: str | Path) -> str:
     check_adapter(path)
     if (path / CARD).is_file():
         check_card(path)
+        check_entry_folder(path)  # a library entry in another entry's folder is refused
     return kind
 
 

@@ -28,6 +28,9 @@ OVERRIDES = {
     "weight_decay": (float, lambda v: v >= 0, "a number >= 0"),
     "max_grad_norm": (float, lambda v: v > 0, "a positive number"),
 }
+# Upper ends far beyond any sensible run: they refuse values that only overflow (lr 1e38).
+HIGHEST = {"lr": 10.0, "epochs": 1e4, "max_steps": 10**8, "batch_size": 10**5, "grad_accum": 10**5,
+           "weight_decay": 1e3, "max_grad_norm": 1e6}
 
 
 def override_problem(key: str, value) -> str | None:
@@ -38,6 +41,8 @@ def override_problem(key: str, value) -> str | None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not number or (kind is int and not isinstance(value, int)) or not ok(value):
         return f"must be {rule} (got {value!r})"
+    if key in HIGHEST and value > HIGHEST[key]:
+        return f"must be at most {HIGHEST[key]:g} (got {value!r})"
     return None
 
 

@@ -186,6 +186,13 @@ def accumulate(model, data: list[Encoded], group: list[list[int]], micro: int, p
     return total, tokens
 
 
+def finite(params: list[torch.nn.Parameter]) -> bool:
+    """Whether every value of `params` is finite (one device sync: the largest magnitude of each
+    tensor, in which a NaN or inf survives)."""
+    with torch.no_grad():
+        return bool(torch.stack([p.detach().abs().amax().float() for p in params if p.numel()]).isfinite().all())
+
+
 def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
           params: list[torch.nn.Parameter] | None = None,
           aux_loss: Callable[[], torch.Tensor | None] | None = None,
@@ -246,6 +253,9 @@ def train(model, data: list[Encoded], cfg: TrainConfig, pad_id: int, *,
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step()
+                if not finite(params):  # never a finished result computed from NaN
+                    raise TrainingError(f"a trained weight became non-finite (nan or inf) at step "
+                                        f"{log.steps + 1}; lower the learning rate or check the options")
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 log.steps += 1

@@ -6,6 +6,7 @@ Thin by design: parse options, call the library, print. Errors a user can cause
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -52,6 +53,21 @@ def quiet_libraries() -> None:
         pass
 
 
+# Errors of the storage itself, not of the command: one line, exit 2. Every artifact is written
+# atomically, so what was finished before stays; the same command run again completes it.
+STORAGE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EROFS: "the file system is read-only"}
+
+
+def storage_error(err: OSError) -> str | None:
+    """The one line for a full or read-only disk (None for any other OSError)."""
+    if err.errno not in STORAGE_ERRORS:
+        return None
+    where = f"cannot write {err.filename}" if err.filename else "cannot write"
+    return (f"{where}: {STORAGE_ERRORS[err.errno]} ({errno.errorcode[err.errno]}); finished work is "
+            "kept: free space (or use a writable folder) and run the same command again")
+
+
 def main(argv: list[str] | None = None) -> None:
     quiet_libraries()
     _register()
@@ -59,6 +75,12 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=True)
     except LoraOceanError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:
+        line = storage_error(err)
+        if line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -70,7 +70,8 @@ def show(model: str = typer.Argument(..., help="Base model name."),
 @app.command("verify")
 def verify(root: Path = typer.Option(..., help=ROOT_HELP),
            fix_manifest: bool = typer.Option(False, "--fix-manifest", help="Rebuild the manifest from the cards first.")) -> None:
-    """Re-hash every weight file; report missing, corrupt, orphaned, stale and leftover entries.
+    """Re-hash every weight file; report missing, corrupt, misplaced (in another entry's folder),
+    orphaned, stale and leftover entries.
     Exits 1 when the library is not clean."""
     from loraocean.library import Library
 
@@ -79,7 +80,7 @@ def verify(root: Path = typer.Option(..., help=ROOT_HELP),
         lib.rebuild_manifest()
     rep = lib.verify()
     typer.echo(f"{root}: {len(rep.ok)} ok")
-    for kind in ("missing", "corrupt", "orphaned", "stale", "leftovers"):
+    for kind in ("missing", "corrupt", "misplaced", "orphaned", "stale", "leftovers"):
         for item in getattr(rep, kind):
             typer.echo(f"  {kind}: {item}")
     if not rep.clean:

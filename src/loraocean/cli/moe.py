@@ -102,6 +102,10 @@ def fit_command(
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists; choose another folder or pass --overwrite")
     check_writable(out, "--out")
+    if overwrite:
+        from loraocean.library.card import check_replaceable
+
+        check_replaceable(out)
     if library is not None:
         Library(library).require()
     resolve_experts(names, model, library)  # every expert checked before the base model loads

@@ -44,6 +44,9 @@ def run(
                                         "one (e.g. tiny-llama for a smoke run)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.md and report.html "
                                 "when the run ends."),
+    max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="Refuse a study of more jobs than "
+                                           "this (counted before any is built; default 20,000: raise it "
+                                           "for a large grid on purpose)."),
 ) -> None:
     """Run a study: build LoRAs, select experts, fit MoE methods, evaluate; resumable."""
     from loraocean.cli.console import make_console
@@ -51,6 +54,7 @@ def run(
 
     from loraocean.artifacts import check_writable
     from loraocean.study import find_study, load_config, plan, run_study
+    from loraocean.study.jobs import MAX_JOBS, check_size
 
     console = make_console()
     path = find_study(config)
@@ -67,6 +71,8 @@ def run(
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
     run_dir = run_dir or default_run_dir(cfg.name, quick)
     check_writable(run_dir, "--run-dir")
+    max_jobs = MAX_JOBS if max_jobs is None else max_jobs
+    check_size(cfg, max_jobs)  # counted, not built: a huge grid costs one line
     jobs = plan(cfg, run_dir)
     todo = [(j, s) for j, cached, s in jobs if not cached]
     console.print(f"study [bold]{cfg.name}[/bold] ({path}{', quick' if quick else ''}): {len(jobs)} jobs, "
@@ -84,7 +90,7 @@ def run(
         console.print("; ".join(f"{k}: {n} jobs, {c} cached, ~{_minutes(s)}" for k, (n, c, s) in by_kind.items()))
         return
     summary = run_study(cfg, run_dir, executor=executor, workers=workers, address=address,
-                        num_gpus=num_gpus, num_cpus=num_cpus, console=console)
+                        num_gpus=num_gpus, num_cpus=num_cpus, console=console, max_jobs=max_jobs)
     console.print(f"done in {_minutes(summary.seconds)}: {summary.ran} ran, {summary.cached} cached, "
                   f"{len(summary.failed)} failed, {len(summary.skipped)} skipped (a dependency failed); "
                   f"{summary.loads} base model loads")

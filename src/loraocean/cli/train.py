@@ -38,6 +38,10 @@ def train(
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists; choose another folder or pass --overwrite")
     check_writable(out, "--out")
+    if overwrite:
+        from loraocean.library.card import check_replaceable
+
+        check_replaceable(out)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 (got {limit})")
     base, tokenizer = load(model, quantize=quantize)

@@ -4,6 +4,11 @@ Pool workers are spawned processes that each keep their own model cache; the dri
 one base model to an idle worker that already holds it when there is one (cache affinity). With
 GPUs, worker i sees only GPU i mod #GPUs (`CUDA_VISIBLE_DEVICES`), so `--workers N` on a machine
 with N GPUs runs N GPU jobs at once. A worker that dies fails its job and is replaced.
+
+Workers die with the driver: on Linux each asks the kernel for SIGKILL when its parent dies
+(`PR_SET_PDEATHSIG`; the parent is the driver thread that made the pool, which holds it until
+`close`), elsewhere a thread waits on the driver's sentinel; so a kill -9 of the driver (what an
+out-of-memory kill does) leaves no worker running.
 """
 
 from __future__ import annotations
@@ -49,7 +54,30 @@ class InProcess:
         pass
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """End this process when its parent dies (see the module doc); at once if it is already gone."""
+    import signal
+    import sys
+
+    parent = multiprocessing.parent_process()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if parent is not None and os.getppid() != parent.pid:  # it died before the call above
+            os._exit(1)
+    elif parent is not None:
+        import threading
+        from multiprocessing.connection import wait
+
+        threading.Thread(target=lambda: (wait([parent.sentinel]), os._exit(1)), daemon=True).start()
+
+
 def _worker(inbox, outbox, env: dict) -> None:
+    die_with_parent()
     os.environ.update(env)
     import torch
 

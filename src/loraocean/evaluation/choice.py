@@ -152,7 +152,7 @@ def encode_choices(example: Example, tokenizer, template: str = "auto",
     """(context ids, [choice ids]) of a choice example, split as lm-eval does (batching.split_encode).
     Over-long contexts are cut from the left so every choice fits (as lm-eval does)."""
     r = render(example, tokenizer, template)
-    pairs = [split_encode(tokenizer, r.prompt, c) for c in r.choices]
+    pairs = [split_encode(tokenizer, r.prompt, c, max_length) for c in r.choices]
     ctx = pairs[0][0]
     conts = [cont for _, cont in pairs]
     keep = max(1, max_length - max(len(c) for c in conts))

@@ -21,6 +21,16 @@ gives the threat model and what holds where. The layers:
 - a wall-clock timeout, then SIGKILL of everything;
 - a preamble that disables sockets and process creation from Python (easy to bypass through
   `_socket`, `posix.fork` or ctypes; the layers above are what hold).
+
+A pass needs evidence: a small runner (`RUNNER`) reads a random token from the harness before any
+of the program's code runs (then stdin is /dev/null), runs the program and its tests, and only
+after the last one has returned writes the token to a pipe of its own. Any early exit
+(`sys.exit(0)`, `os._exit(0)` in the entry point, a signal) leaves no token: a failure. So does a
+process the program started that is still running when the tests end (it is killed), and a
+forked copy of the program that reaches the end. The program's stdout and stderr are read into
+bounded buffers (the first and last `OUTPUT_KEEP` bytes of each and a count), so the evaluator's
+memory stays bounded whatever the program writes (about 2 x READ_CHUNK + 4 x OUTPUT_KEEP bytes per
+running program); a program that writes more than MAX_OUTPUT_MB is stopped and fails.
 A machine that does not allow the namespaces fails closed with `SandboxError`;
 LORAOCEAN_SANDBOX=weak runs without the jail (rlimits, cgroups and the preamble only), for
 machines where the user accepts that.
@@ -35,6 +45,8 @@ from __future__ import annotations
 import itertools
 import os
 import resource
+import secrets
+import selectors
 import shutil
 import signal
 import subprocess
@@ -56,6 +68,11 @@ MEMORY_MB = 1024        # memory of all its processes together (cgroup), and of 
 MAX_FILE_MB = 16        # largest file the program may write
 WORK_MB = 64            # size of its writable working folder (a tmpfs in the jail)
 WORK_FILES = 1024       # files and folders it may create there
+MAX_OUTPUT_MB = 16      # output (stdout and stderr together) beyond which the program is stopped
+OUTPUT_KEEP = 1024      # bytes kept from the start and from the end of its stdout and of its stderr
+READ_CHUNK = 1 << 16    # bytes read from a pipe at once (the evaluator's other buffer per stream)
+TOKEN_BYTES = 16        # the completion token (hex: twice as many characters)
+RUNNER_FAILED = 97      # the runner's exit status when it saw the tests fail (it said why on stderr)
 NOBODY = 65534
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 
@@ -106,11 +123,105 @@ del _loraocean_sandbox
 '''
 
 
+# Runs the program (`python -I -S -c RUNNER FD`): reads the harness's token from stdin before any
+# program code runs, then runs program.py and writes the token to the pipe FD only after the last
+# test returned, from the process it started in, with no process of the program left running.
+RUNNER = r'''
+import posix, sys
+def _loraocean_runner():
+    record, me = int(sys.argv[1]), posix.getpid()
+    write, exit_, waitpid, WNOHANG = posix.write, posix._exit, posix.waitpid, posix.WNOHANG
+    token = b""
+    while len(token) < 2 * TOKEN_BYTES:
+        chunk = posix.read(0, 2 * TOKEN_BYTES - len(token))
+        if not chunk:
+            break
+        token += chunk
+    null = posix.open("/dev/null", posix.O_RDONLY)
+    posix.dup2(null, 0)
+    posix.close(null)
+    try:  # orphans of the program become our children, so the check below sees them (Linux)
+        import ctypes
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+    def fail(message):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        try:
+            write(2, ("\n" + message + "\n").encode())
+        except OSError:
+            pass
+        exit_(RUNNER_FAILED)
+    sys.argv = ["program.py"]
+    try:
+        with open("program.py", encoding="utf-8") as fh:
+            code = compile(fh.read(), "program.py", "exec")
+        exec(code, {"__name__": "__main__", "__file__": "program.py", "__builtins__": __builtins__})
+    except SystemExit as stop:
+        fail(f"the program exited (SystemExit {stop.code!r}) before its tests completed")
+    except BaseException:
+        import traceback
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+        fail("the tests did not complete")
+    if posix.getpid() != me:
+        exit_(1)  # a forked copy of the program reached the end: it does not speak for the run
+    try:
+        while True:
+            pid, _ = waitpid(-1, WNOHANG)
+            if pid == 0:
+                fail("a process the program started was still running when its tests ended")
+    except ChildProcessError:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    try:
+        write(record, token)
+    except OSError:
+        exit_(1)
+    exit_(0)
+_loraocean_runner()
+'''.replace("TOKEN_BYTES", str(TOKEN_BYTES)).replace("RUNNER_FAILED", str(RUNNER_FAILED))
+
+
 @dataclass(frozen=True)
 class TestResult:
     passed: bool
-    status: str  # "passed", "failed" (an assertion or error), "timeout"
-    detail: str = ""  # the end of stderr, or why it was stopped
+    status: str  # "passed", "failed" (an assertion, an error, an early exit), "timeout"
+    detail: str = ""  # stderr (first and last OUTPUT_KEEP bytes) and why it failed or was stopped
+    stdout: str = ""  # stdout, kept the same way
+
+
+class Capped:
+    """The first and last `keep` bytes of a stream, and how many bytes it had: bounded memory
+    whatever the writer sends."""
+
+    def __init__(self, keep: int = OUTPUT_KEEP):
+        self.keep, self.total = keep, 0
+        self.head, self.tail = bytearray(), bytearray()
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail = (self.tail + data[-self.keep:])[-self.keep:]
+
+    def text(self) -> str:
+        left_out = self.total - len(self.head) - len(self.tail)
+        middle = f"\n[... {left_out} bytes left out ...]\n".encode() if left_out > 0 else b""
+        return (bytes(self.head) + middle + bytes(self.tail)).decode("utf-8", "replace")
 
 
 def program_for(example: Example, completion: str) -> str:
@@ -148,43 +259,114 @@ def run_many(jobs: list[tuple[str, str, str | None]], timeout: float = 10.0,
 def run_tests(program: str, tests: str, entry_point: str | None = None, timeout: float = 10.0,
               memory_mb: int = MEMORY_MB) -> TestResult:
     """Run `program` then `tests` (then `check(entry_point)`, HumanEval's convention, when an
-    entry point is given) in the sandbox. Passed = exit status 0 within `timeout` seconds."""
+    entry point is given) in the sandbox. Passed = the runner reported, within `timeout` seconds,
+    that every test returned (see `RUNNER`) and the program then exited with status 0."""
     script = PREAMBLE + "\n" + program + "\n\n" + tests + "\n"
     if entry_point:
         script += f"\ncheck({entry_point})\n"
     jailed = _use_jail()
     workdir = Path(tempfile.mkdtemp(prefix="loraocean-sandbox-"))
     cgroups = _new_cgroups(memory_mb)
+    token = secrets.token_hex(TOKEN_BYTES).encode()
+    prctl = _prctl()
+    record_r, record_w = os.pipe()
+    proc = None
     try:
         (workdir / "program.py").write_text(script, encoding="utf-8")
-        if jailed:
-            cmd = _jail_command(workdir, [_real_python(), "-I", "-S", "program.py"])
-        else:
-            cmd = [sys.executable, "-I", "-S", "program.py"]
+        argv = ["-I", "-S", "-c", RUNNER, str(record_w)]
+        cmd = _jail_command(workdir, [_real_python(), *argv]) if jailed else [sys.executable, *argv]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8",
                "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
         proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=lambda: _limit(timeout, memory_mb, cgroups, jailed),
+            cmd, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=(record_w,), start_new_session=True,
+            preexec_fn=lambda: _limit(timeout, memory_mb, cgroups, jailed, prctl),
         )
+        os.close(record_w)
+        record_w = -1
         try:
-            _, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc, cgroups)
-            proc.communicate()
-            return TestResult(False, "timeout", f"stopped after {timeout:g} s")
-        _kill(proc, cgroups)  # leftovers of a program that exited but left children
-        tail = err.decode("utf-8", "replace")[-2000:]
-        if proc.returncode == 0:
-            return TestResult(True, "passed", tail)
+            proc.stdin.write(token)
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once; what it wrote says why
+        out, err, record = Capped(), Capped(), Capped(keep=4 * TOKEN_BYTES)
+        ended = _drain(proc, {proc.stdout.fileno(): out, proc.stderr.fileno(): err, record_r: record},
+                       timeout)
+        _kill(proc, cgroups)  # everything left: leftovers of a program that exited, or all of it
+        proc.wait()
+        detail, stdout = err.text(), out.text()
+        if ended == "timeout":
+            return TestResult(False, "timeout", _join(detail, f"stopped after {timeout:g} s"), stdout)
+        if ended == "flooded":
+            return TestResult(False, "failed", _join(detail, f"stopped after writing more than "
+                                                     f"{MAX_OUTPUT_MB} MiB of output"), stdout)
+        if ended == "lingering":
+            return TestResult(False, "failed", _join(detail, "a process the program started kept running "
+                                                     "after it exited; it was killed"), stdout)
+        done = record.total == len(token) and bytes(record.head) == token
+        if done and proc.returncode == 0:
+            return TestResult(True, "passed", detail, stdout)
         if proc.returncode < 0:
-            tail += f"\nkilled by signal {-proc.returncode}"
-        return TestResult(False, "failed", tail.strip())
+            why = f"killed by signal {-proc.returncode}"
+        elif proc.returncode == RUNNER_FAILED:
+            why = ""  # the runner said why
+        elif not done:
+            why = f"the program ended before its tests completed (exit status {proc.returncode})"
+        else:
+            why = f"exit status {proc.returncode} after the tests completed"
+        return TestResult(False, "failed", _join(detail, why), stdout)
     finally:
+        for fd in (record_r, record_w):
+            if fd >= 0:
+                with suppress(OSError):
+                    os.close(fd)
+        if proc is not None:
+            for pipe in (proc.stdout, proc.stderr):
+                with suppress(OSError):
+                    pipe.close()
         shutil.rmtree(workdir, ignore_errors=True)
         for path in cgroups:
             _remove_cgroup(path)
+
+
+def _join(detail: str, why: str) -> str:
+    detail = detail.strip()
+    return f"{detail}\n{why}" if detail and why else detail or why
+
+
+def _drain(proc: subprocess.Popen, sinks: dict[int, Capped], timeout: float,
+           grace: float = 1.0) -> str:
+    """Read every pipe in `sinks` into its buffer until all are closed: "ended"; "timeout" when
+    `timeout` seconds pass first; "flooded" when more than MAX_OUTPUT_MB came; "lingering" when
+    the program exited but something it started still holds a pipe `grace` seconds later."""
+    selector = selectors.DefaultSelector()
+    for fd in sinks:
+        selector.register(fd, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    exited_at = None
+    try:
+        while selector.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                return "timeout"
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > grace:
+                return "lingering"
+            for key, _ in selector.select(min(deadline - now, 0.2)):
+                try:
+                    data = os.read(key.fd, READ_CHUNK)
+                except OSError:
+                    data = b""
+                if data:
+                    sinks[key.fd].add(data)
+                    if sum(sink.total for sink in sinks.values()) > MAX_OUTPUT_MB * 2**20:
+                        return "flooded"
+                else:
+                    selector.unregister(key.fd)
+        return "ended"
+    finally:
+        selector.close()
 
 
 class SandboxError(LoraOceanError):
@@ -254,8 +436,21 @@ def _tool(name: str) -> str:
     return shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin") or name
 
 
-def _limit(timeout: float, memory_mb: int, cgroups: list[Path], jailed: bool) -> None:
+@lru_cache(maxsize=1)
+def _prctl():
+    """libc's prctl (Linux), looked up in the parent: the child between fork and exec only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _limit(timeout: float, memory_mb: int, cgroups: list[Path], jailed: bool,
+           prctl=None) -> None:
     """Runs in the child between fork and exec."""
+    if prctl is not None:  # PR_SET_PDEATHSIG: the program dies with the evaluator (no orphans)
+        prctl(1, signal.SIGKILL, 0, 0, 0)
     for path in cgroups:
         (path / "cgroup.procs").write_text(str(os.getpid()))
     mem = memory_mb * 2**20

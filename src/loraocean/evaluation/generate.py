@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from loraocean.evaluation.choice import model_device, pad_id_of
+from loraocean.batching import clip
+from loraocean.evaluation.choice import model_device, model_max_length, pad_id_of
 
 
 def cut_at_stop(text: str, stop) -> str:
@@ -36,7 +37,8 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, st
     """
     device = model_device(model)
     pad_id = pad_id_of(tokenizer)
-    encoded = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    longest = model_max_length(model)  # a huge prompt is clipped before the tokenizer sees it
+    encoded = [tokenizer(clip(p, longest), add_special_tokens=False).input_ids for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):

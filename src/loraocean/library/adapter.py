@@ -48,6 +48,24 @@ def _plain(items, in_repeat: bool = False) -> bool:
     return True
 
 
+SET_FIELDS = ("target_modules", "exclude_modules")  # PEFT keeps these as sets: saved in any order
+
+
+def stable_config(folder: str | Path) -> None:
+    """Rewrite `folder`'s adapter_config.json so the same adapter gives the same bytes: PEFT saves
+    `target_modules` from a set, in an order that changes with each process's string hashing."""
+    import json
+
+    from loraocean.artifacts import write_text_atomic
+
+    path = Path(folder) / CONFIG
+    config = json.loads(read_text(path))
+    for key in SET_FIELDS:
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def check_pattern(pattern: str, path: Path, field: str) -> None:
     """Refuse a regex that is not a plain module-name pattern (see the module docstring)."""
     try:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from loraocean.artifacts import sha256_file, to_json, write_json_atomic
-from loraocean.errors import IntegrityError
+from loraocean.errors import IntegrityError, LoraOceanError
 from loraocean.library.adapter import CONFIG, WEIGHTS
 
 CARD = "card.json"
@@ -44,6 +44,29 @@ def write_card(folder: str | Path, card: dict, names: tuple[str, ...] = ADAPTER_
                      for name in names}
     card["weights_sha256"] = card["files"][names[-1]]["sha256"]
     return seal_card(folder, card)
+
+
+def made_by_loraocean(folder: str | Path) -> bool:
+    """Whether `folder` is a real folder (not a link) holding a card.json whose seal holds: an
+    artifact loraocean wrote (a library entry, an exported adapter, an MoE checkpoint)."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir() or not (folder / CARD).is_file():
+        return False
+    try:
+        card = read_card(folder)
+    except IntegrityError:
+        return False
+    return isinstance(card.get("card_sha256"), str) and card["card_sha256"] == _seal(card)
+
+
+def check_replaceable(path: str | Path, option: str = "--overwrite") -> None:
+    """Raise unless `path` is missing or an artifact loraocean wrote (`made_by_loraocean`):
+    overwriting never removes a folder or file of the user's."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not made_by_loraocean(path):
+        raise LoraOceanError(f"{path} exists and is not a folder loraocean wrote (no sealed {CARD}); "
+                             f"{option} only replaces loraocean's own adapters and checkpoints: "
+                             "remove it yourself or choose another path")
 
 
 def read_card(folder: str | Path) -> dict:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraocean import models
-from loraocean.errors import DataError, LoraOceanError
+from loraocean.errors import ConfigError, DataError, LoraOceanError
+from loraocean.paths import NAME, NAME_RULE
 from loraocean.library.share import import_adapter, write_shareable
 from loraocean.library.store import ADAPTER_FILES, Entry, Library
 from loraocean.library.train import CARD
@@ -63,8 +64,19 @@ def read_map(path: str | Path) -> dict[str, dict]:
                 set(value) - {"task", "model"}:
             raise DataError(path, f"entry {folder!r} must be a task name or {{task, model}}",
                             field=str(folder))
+        if not NAME.fullmatch(value["task"]):
+            raise DataError(path, f"task {value['task']!r} of entry {folder!r} cannot be a library folder "
+                            f"name; {NAME_RULE}", field=str(folder))
         out[str(folder).strip("/")] = value
     return out
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` when it is `owner/name` with two `paths.NAME` parts, else a ConfigError."""
+    parts = repo_id.split("/") if isinstance(repo_id, str) else []
+    if len(parts) != 2 or not all(NAME.fullmatch(p) for p in parts):
+        raise ConfigError(f"hub repository {repo_id!r} is not owner/name; in each part {NAME_RULE}")
+    return repo_id
 
 
 def _download(repo_id: str, revision: str | None, patterns: list[str]) -> Path:
@@ -89,6 +101,7 @@ def pull(repo_id: str, root: str | Path, revision: str | None = None, mapping: s
     """Download the collection's adapters and import each into the library at `root`, checking
     every LoRA matrix against the base model's shapes. The base model is the map entry's `model`,
     else `model`, else the `model` of a card.json beside the adapter (ours, when we pushed it)."""
+    check_repo_id(repo_id)
     wanted = read_map(mapping) if mapping else None
     patterns = [f"{folder}/{name}" for folder in wanted for name in FILES] if wanted else \
         [f"*{name}" for name in FILES]
@@ -105,6 +118,12 @@ def pull(repo_id: str, root: str | Path, revision: str | None = None, mapping: s
         raise LoraOceanError(f"{repo_id}@{commit[:12]} holds no PEFT adapter folder "
                              f"({' + '.join(ADAPTER_FILES)})")
     lib, bases, pulled = Library(root), {}, []
+    for folder in found:  # every name is checked before the first import
+        task = (wanted or {}).get(folder, {"task": Path(folder).name})["task"]
+        if not NAME.fullmatch(task):
+            raise LoraOceanError(f"{repo_id}@{commit[:12]}: folder {folder!r} gives the task name {task!r}, "
+                                 f"which cannot be a library folder name ({NAME_RULE}); name its task "
+                                 "in a map (--map)")
     for folder in found:
         entry = (wanted or {}).get(folder, {"task": Path(folder).name})
         card = snapshot / folder / CARD
@@ -156,6 +175,7 @@ def push(lib: Library, repo_id: str, entries: list[Entry] | None = None, private
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
+    check_repo_id(repo_id)
     entries = [lib.get(e.model, e.task) for e in (lib.list() if entries is None else entries)]  # checks weights
     if not entries:
         raise LoraOceanError(f"no adapter of {lib.root} to push (none there, or none matches the chosen "

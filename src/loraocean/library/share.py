@@ -11,9 +11,9 @@ from pathlib import Path
 from loraocean import models
 from loraocean.artifacts import atomic_dir, package_versions, write_text_atomic
 from loraocean.errors import LoraOceanError
-from loraocean.library.adapter import WEIGHTS, check_adapter, check_fits
-from loraocean.library.card import ADAPTER_FILES, CARD, check_card, write_card
-from loraocean.library.store import Entry, Library
+from loraocean.library.adapter import SET_FIELDS, WEIGHTS, check_adapter, check_fits
+from loraocean.library.card import ADAPTER_FILES, CARD, check_card, check_replaceable, write_card
+from loraocean.library.store import Entry, Library, folder_of
 
 
 def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str, model=None,
@@ -24,6 +24,10 @@ def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str,
     and is kept, with model, task, source and integrity record set anew. `source` records where
     the folder came from (default: its local path)."""
     folder = Path(folder)
+    dest = lib.path(model_name, task)  # a bad task name fails before any work
+    if dest.exists() and not overwrite:
+        raise LoraOceanError(f"{dest} already exists; remove it first or pass --overwrite")
+    check_replaceable(dest)
     for name in ADAPTER_FILES:
         if not (folder / name).is_file():
             raise LoraOceanError(f"{folder} has no {name}; import needs a PEFT adapter folder "
@@ -33,9 +37,6 @@ def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str,
     if model is None:
         model, _ = models.load(model_name)
     adapted = check_fits(folder, model)
-    dest = lib.path(model_name, task)
-    if dest.exists() and not overwrite:
-        raise LoraOceanError(f"{dest} already exists; remove it first or pass --overwrite")
     card = {
         "preset": {"name": "imported", "r": config.get("r"), "alpha": config.get("lora_alpha"),
                    "dropout": config.get("lora_dropout"),
@@ -45,7 +46,7 @@ def import_adapter(lib: Library, folder: str | Path, model_name: str, task: str,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     card.update({k: v for k, v in previous.items() if k not in ("files", "card_sha256")})
-    card.update(model=model_name, task=task, adapted_modules=len(adapted),
+    card.update(model=model_name, task=task, folder=folder_of(model_name, task), adapted_modules=len(adapted),
                 imported_from=source or {"path": str(folder.resolve())})
     with atomic_dir(dest, overwrite=overwrite) as tmp:
         for name in ADAPTER_FILES:
@@ -73,6 +74,9 @@ def portable_config(folder: Path, model_name: str) -> str:
     instead of the local folder it was trained from."""
     config = json.loads((folder / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = models.hub_id(model_name)
+    for key in SET_FIELDS:  # in a stable order, also for adapters imported from elsewhere
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
@@ -161,6 +165,8 @@ def export_adapter(lib: Library, model_name: str, task: str, out: str | Path,
                    overwrite: bool = False) -> Path:
     """A hub-ready copy: PEFT files, card.json and a README.md model card."""
     entry = lib.get(model_name, task)
+    if overwrite:
+        check_replaceable(out)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_shareable(entry, tmp, Path(out).name)
     return Path(out)

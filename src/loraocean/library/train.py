@@ -15,10 +15,10 @@ import torch
 
 from loraocean import models
 from loraocean.artifacts import atomic_dir, package_versions
-from loraocean.library.adapter import WEIGHTS  # noqa: F401  (re-exported: tests and callers import it here)
-from loraocean.library.card import CARD, CARD_VERSION, write_card
+from loraocean.library.adapter import WEIGHTS, stable_config  # noqa: F401  (WEIGHTS: re-exported)
+from loraocean.library.card import CARD, CARD_VERSION, check_replaceable, write_card
 from loraocean.batching import encode
-from loraocean.errors import LoraOceanError
+from loraocean.errors import LoraOceanError, TrainingError
 from loraocean.library.presets import Preset, get_preset
 from loraocean.tasks import data_hash, get_task, load_split, template_name
 from loraocean.trainer import train
@@ -65,14 +65,17 @@ def fit_lora(model, tokenizer, task: str, preset: "str | Preset" = "lite", seed:
     try:
         log = train(peft_model, encoded, preset.train_config(seed), tokenizer.pad_token_id,
                     on_step=on_step)
-    except BaseException:
+    except BaseException as err:
         peft_model.unload().eval()  # the caller's base model, unchanged, back in eval mode
+        if isinstance(err, TrainingError):  # one line naming the job
+            raise TrainingError(f"LoRA of {model_name} on {spec.name}: {err}") from None
         raise
     summary = log.summary()
     card = {
         "card_version": CARD_VERSION,
         "model": model_name,
         "task": spec.name,
+        "folder": f"{models.slug(model_name)}/{spec.name}",  # its place in a library
         "task_source": spec.source,
         "preset": preset.to_dict(),
         "seed": seed,
@@ -103,6 +106,8 @@ def train_lora(model_name: str, task: str, preset: "str | Preset" = "lite", out:
     """
     if out is not None and Path(out).exists() and not overwrite:
         raise LoraOceanError(f"{out} already exists; choose another folder or pass overwrite")
+    if out is not None:
+        check_replaceable(out)
     if model is None:
         model, tokenizer = models.load(model_name)
     model.config.loraocean_name = model_name
@@ -121,5 +126,6 @@ def write_adapter(peft_model, card: dict, out: str | Path, overwrite: bool = Fal
     """The PEFT folder and its card, atomically (the card is written last, inside the temp folder)."""
     with atomic_dir(out, overwrite=overwrite) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
+        stable_config(tmp)  # same inputs, same bytes (PEFT writes target_modules in set order)
         write_card(tmp, card)
     return Path(out)

@@ -33,8 +33,16 @@ def known_names() -> list[str]:
 
 
 def slug(name: str) -> str:
-    """A folder-safe name for a model: `org/Model-1B` -> `org--Model-1B`."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip("/").replace("/", "--"))
+    """A folder-safe name for a model: `org/Model-1B` -> `org--Model-1B`. Always a name under
+    `paths.check_name`'s rule (whatever the model reference holds: a local path, `..`, control
+    or bidirectional characters): other characters become `-`, leading dots go, and a long
+    name keeps its end and gains a hash of the whole."""
+    import hashlib
+
+    out = re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip("/").replace("/", "--")).lstrip(".-_")
+    if len(out) > 100:
+        out = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12] + "-" + out[-87:].lstrip(".-_")
+    return out or "model-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def name_of(model) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from loraocean.artifacts import atomic_dir, package_versions, read_text, write_json_atomic
 from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
-from loraocean.library.card import check_card, write_card
+from loraocean.library.card import check_card, check_replaceable, write_card
 from loraocean.models import name_of
 from loraocean.moe.experts import shaped_expert
 from loraocean.moe.model import MoEModel
@@ -33,6 +33,8 @@ def save_checkpoint(model: MoEModel, out: str | Path, card: dict | None = None,
     config = {"format_version": FORMAT_VERSION, "method": model.method,
               "config": asdict(model.config_obj), "experts": model.expert_info,
               "base_model": name_of(model.base)}
+    if overwrite:
+        check_replaceable(out)  # only ever replaces a checkpoint or adapter loraocean wrote
     with atomic_dir(out, overwrite=overwrite) as tmp:
         state = {k: v.cpu() for k, v in model.moe_state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))

@@ -17,7 +17,7 @@ import torch
 
 from loraocean.errors import AdapterMismatchError, DataError, LoraOceanError
 from loraocean.library.adapter import CONFIG, WEIGHTS, check_adapter, check_fits, read_lora
-from loraocean.library.store import check_card, read_card
+from loraocean.library.store import check_card, check_entry_folder, read_card
 from loraocean.models import name_of
 from loraocean.models.architectures import linear_dims, matches
 
@@ -64,6 +64,7 @@ def load_adapter(folder: str | Path, name: str | None = None, model=None) -> Exp
                              f"{WEIGHTS}); train one with `loraocean library train`")
     config = check_adapter(folder)
     check_card(folder)
+    check_entry_folder(folder)  # a library entry in another entry's folder is refused
     if config.get("use_dora"):
         raise DataError(cfg_path, "DoRA adapters are not supported as experts", field="use_dora",
                         fix="train a plain LoRA")

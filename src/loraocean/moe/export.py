@@ -22,6 +22,7 @@ import torch
 
 from loraocean.artifacts import atomic_dir
 from loraocean.errors import LoraOceanError
+from loraocean.library.adapter import stable_config
 from loraocean.models import hub_id
 from loraocean.moe.checkpoint import WEIGHTS, check, read_config
 
@@ -46,6 +47,7 @@ def write_lora(folder: Path, A: dict, B: dict, scale: dict, base_model: str | No
         rank_pattern={re.escape(m): ranks[m] for m in modules if ranks[m] != r},
         alpha_pattern={re.escape(m): alphas[m] for m in modules if alphas[m] != alpha})
     config.save_pretrained(str(folder))
+    stable_config(folder)  # target_modules sorted: the same checkpoint exports to the same bytes
     tensors = {}
     for m in modules:
         tensors[f"{_PREFIX}{m}.lora_A.weight"] = A[m].contiguous()

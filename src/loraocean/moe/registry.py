@@ -35,6 +35,10 @@ from loraocean.errors import ConfigError, UnknownNameError
 
 ENTRY_POINT_GROUP = "loraocean.methods"
 MAX_SEED = 2**63 - 1  # results tables store seeds as SQLite integers (int64)
+# The declared range of every number option a method config has (besides `seed`) unless its
+# `__post_init__` narrows it: finite, and at most this large in magnitude. Options beyond it
+# (a scaling of 1e38, a hidden size of 1e12) only ever overflow or exhaust memory.
+MAX_OPTION = 1e6
 
 
 @dataclass
@@ -58,7 +62,10 @@ class Method:
     baseline: bool = False    # the training-free baseline the report tests every trained method against
 
     def __post_init__(self):
+        from loraocean.paths import check_name
         from loraocean.presets import override_problem
+
+        check_name(self.name, "method name")  # it names report figures and table keys
 
         for key, value in self.train_overrides.items():
             problem = override_problem(key, value)
@@ -194,12 +201,17 @@ def _type_name(hint) -> str:
 
 
 def check_types(cfg) -> None:
-    """Every field of a method config dataclass has the type its annotation says, and a `seed` is in
-    range (call it first in `__post_init__`). Integers are accepted for floats; YAML strings like
-    "1e38" are not numbers."""
+    """Every field of a method config dataclass has the type its annotation says, every number is
+    within +-MAX_OPTION and a `seed` is in range (call it first in `__post_init__`). Integers are
+    accepted for floats; YAML strings like "1e38" are not numbers."""
     for name, hint in get_type_hints(type(cfg)).items():
-        if not _type_ok(getattr(cfg, name), hint):
+        value = getattr(cfg, name)
+        if not _type_ok(value, hint):
             raise OptionError(cfg, name, f"must be {_type_name(hint)}")
+        numbers = value if isinstance(value, list) else [value]
+        if name != "seed" and any(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  and abs(v) > MAX_OPTION for v in numbers):
+            raise OptionError(cfg, name, f"must be between -{MAX_OPTION:g} and {MAX_OPTION:g}")
     if hasattr(cfg, "seed"):
         check_config(cfg, "seed", 0 <= cfg.seed <= MAX_SEED, f"must be in 0..{MAX_SEED}")
 

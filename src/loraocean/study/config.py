@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,9 @@ import yaml
 from loraocean import yamlio
 from loraocean.artifacts import read_text
 from loraocean.errors import ConfigError, LoraOceanError
+from loraocean.paths import NAME, NAME_RULE
 
 EXECUTORS = ("local", "ray")
-SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 CAPS = ("max_train", "max_train_steps", "max_fit", "max_fit_steps", "max_eval")
 
 
@@ -507,9 +506,8 @@ def _validate_values(cfg: StudyConfig, where: _Where) -> None:
     from loraocean.library.presets import PRESETS
     from loraocean.moe.registry import MAX_SEED
 
-    if not SAFE_NAME.fullmatch(cfg.name):
-        raise where.error("name", f"{cfg.name!r} becomes the run folder runs/<name>; use letters, digits, "
-                          "'.', '_' and '-' only (no '/', not starting with '.')")
+    if not NAME.fullmatch(cfg.name):
+        raise where.error("name", f"{cfg.name!r} becomes the run folder runs/<name>; {NAME_RULE}")
     from loraocean.moe.presets import PRESETS as FIT_PRESETS
 
     both = [p for p in PRESETS if p in FIT_PRESETS]  # library.preset names one of each table

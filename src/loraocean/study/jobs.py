@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loraocean.artifacts import hash_obj
+from loraocean.errors import ConfigError
 from loraocean.study.config import StudyConfig, candidates_for
 
 KINDS = ("lora", "select", "fit", "eval")
+# `loraocean run` (and `run_study`) refuse a study of more jobs unless told a higher limit
+# (`--max-jobs`): a typo in a grid (500 seeds) should cost a line, not hours or gigabytes.
+MAX_JOBS = 20_000  # loralib.yaml, the largest shipped study, has 17,680
 # Part of every key: bump it when what a stage writes changes, so old cached results are not reused.
 FORMAT = 2  # 2: library cards and MoE checkpoint cards carry an integrity record (card_version 2)
 
@@ -84,9 +88,7 @@ def expand(cfg: StudyConfig) -> list[Job]:
                 continue
             candidates = candidates_for(cfg, target)
             cand_keys = [loras[t].key for t in candidates]
-            fitted = {m.name: cfg.strategies_of(m) for m in cfg.moe_methods}
-            ranked = list(dict.fromkeys(cfg.selection.strategies + cfg.selection.compare
-                                        + [s for names in fitted.values() for s in names]))
+            ranked, fitted = _ranked(cfg)
             for seed in cfg.seeds:
                 for strategy in ranked:
                     sel_inputs = {"model": model, "target": target, "strategy": strategy,
@@ -111,6 +113,67 @@ def expand(cfg: StudyConfig) -> list[Job]:
                         _add(jobs, Job("eval", hash_obj([FORMAT, "eval", ev_inputs]), ev_inputs, [fit.key], [row]))
     order = {kind: i for i, kind in enumerate(KINDS)}
     return sorted(jobs.values(), key=lambda j: order[j.kind])  # stable: kinds in dependency order
+
+
+def _ranked(cfg: StudyConfig) -> tuple[list[str], dict[str, list[str]]]:
+    fitted = {m.name: cfg.strategies_of(m) for m in cfg.moe_methods}
+    ranked = list(dict.fromkeys(cfg.selection.strategies + cfg.selection.compare
+                                + [s for names in fitted.values() for s in names]))
+    return ranked, fitted
+
+
+def size(cfg: StudyConfig) -> tuple[int, float]:
+    """(number of jobs, estimated seconds) of `expand(cfg)`, counted without building a job: the
+    same loops as `expand` without the seeds (every seed adds the same jobs), no hashing, no
+    inputs kept, so a grid of millions of jobs is measured at once."""
+    n, seconds = 0, 0.0
+    seeds = len(cfg.seeds)
+    ranked, fitted = _ranked(cfg)
+    for model in cfg.models:
+        lib = library_id(cfg, model)
+        n += len(cfg.tasks.library)
+        seconds += len(cfg.tasks.library) * estimate_seconds(Job("lora", "", {**lib, "task": ""}), cfg)
+        for target in cfg.tasks.targets:
+            common = {"model": model, "target": target, "max_eval": cfg.caps.max_eval}
+            for ref in cfg.references:
+                n += 1
+                seconds += estimate_seconds(Job("eval", "", {**common, "method": ref.name, "selection": None}), cfg)
+            if not cfg.moe_methods:
+                continue
+            candidates = candidates_for(cfg, target)
+            for strategy in ranked:
+                sel = {"model": model, "strategy": strategy, "k": cfg.selection.k,
+                       "shots": cfg.selection.shots, "candidates": candidates}
+                n += seeds
+                seconds += seeds * estimate_seconds(Job("select", "", sel), cfg)
+                for method in cfg.moe_methods:
+                    if strategy not in fitted[method.name]:
+                        continue
+                    fit = {"model": model, "method": method.name, "max_fit": cfg.caps.max_fit,
+                           "max_steps": cfg.caps.max_fit_steps}
+                    ev = {**common, "method": method.name, "selection": strategy}
+                    n += 2 * seeds
+                    seconds += seeds * (estimate_seconds(Job("fit", "", fit), cfg)
+                                        + estimate_seconds(Job("eval", "", ev), cfg))
+    return n, seconds
+
+
+def duration(seconds: float) -> str:
+    """`12 s`, `3.5 min` or `109.2 h`."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def check_size(cfg: StudyConfig, max_jobs: int = MAX_JOBS) -> tuple[int, float]:
+    """`size(cfg)`, or a ConfigError when the study has more than `max_jobs` jobs (saying how many
+    and the estimate, and how to allow them)."""
+    n, seconds = size(cfg)
+    if n > max_jobs:
+        raise ConfigError(f"study {cfg.name} expands to {n:,} jobs (estimated {duration(seconds)} on 2 CPU "
+                          f"cores), more than the limit of {max_jobs:,}; shrink its grid (models, tasks, "
+                          f"methods, strategies, seeds) or allow it with --max-jobs {n}")
+    return n, seconds
 
 
 # --- cost estimate (seconds on 2 CPU cores) -----------------------------------------------------------

@@ -30,7 +30,7 @@ from loraocean.engine.folder import read_json
 from loraocean.errors import LoraOceanError
 from loraocean.study import store
 from loraocean.study.config import StudyConfig
-from loraocean.study.jobs import KINDS, Job, estimate_seconds, expand, library_id
+from loraocean.study.jobs import KINDS, MAX_JOBS, Job, check_size, estimate_seconds, expand, library_id
 
 Stage = Callable[[Job, "Context", Path], dict]
 
@@ -181,18 +181,20 @@ def work_items(cfg: StudyConfig, run_dir: Path, todo: list[Job], jobs: list[Job]
 def run_study(cfg: StudyConfig, run_dir: str | Path, *, stages: dict[str, Stage] | None = None,
               executor: str | None = None, workers: int = 1, address: str | None = None,
               num_gpus: float | None = None, num_cpus: float | None = None, affinity: bool = True,
-              waves: bool = False, console=None, fetch: bool = True) -> Summary:
+              waves: bool = False, console=None, fetch: bool = True, max_jobs: int = MAX_JOBS) -> Summary:
     """Run every job of the study that is not cached yet; then rebuild the results table.
 
     `executor`: local (this process with workers=1, else a pool of `workers` processes) or ray
     (`address`: a cluster, else a private local Ray). `num_gpus`: GPUs per training job (scoring
     jobs take half); default: the study's executor.num_gpus, or 1 when that is 0 and the executor
-    sees GPUs. `waves`: the old wave-by-kind schedule (for the bench).
+    sees GPUs. `waves`: the old wave-by-kind schedule (for the bench). A study of more than
+    `max_jobs` jobs is refused before any is built (`jobs.check_size`).
     """
     from loraocean.engine.cluster import travelling_env
     from loraocean.engine.schedule import make_executor
     from loraocean.study import stages as default_stages
 
+    check_size(cfg, max_jobs)
     folder = RunFolder(run_dir)
     run_dir = folder.path
     stages = stages or default_stages.STAGES

@@ -41,8 +41,8 @@ def example_from_row(row, path, line: int | None = None) -> Example:
     if choices is not None:
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
             raise bad("choices", "expected a list of text")
-        if not choices:
-            raise bad("choices", "empty choices")
+        if len(choices) < 2:
+            raise bad("choices", f"{len(choices)} choices; a choice example needs at least two")
         if isinstance(label, bool) or not isinstance(label, int):
             raise bad("label", f"a choice example needs an integer label, got {label!r}")
         if not 0 <= label < len(choices):
@@ -65,6 +65,19 @@ def check_example(example: Example, where) -> Example:
     return example_from_row(example.to_dict(), where)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def read_jsonl(path: str | Path) -> list[Example]:
     """Unified examples from a JSONL file, every line checked; duplicate ids are an error."""
     path = Path(path)
@@ -73,10 +86,13 @@ def read_jsonl(path: str | Path) -> list[Example]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise DataError(path, f"malformed JSON ({err.msg} at column {err.colno})",
                             line=n) from None
+        except _DuplicateKey as dup:
+            raise DataError(path, f"the key {dup.args[0]!r} is there twice (JSON keeps the last one "
+                            "silently)", line=n, field=dup.args[0], fix="keep one of them") from None
         ex = example_from_row(row, path, n)
         if ex.id in seen:
             raise DataError(path, f"duplicate id {ex.id!r} (first on line {seen[ex.id]})",

@@ -3,11 +3,18 @@
 Choice tasks come from `target_scores` (choices in file order; the label is the first choice with
 the highest score); tasks with only `target` become generate tasks. When the file asks for it
 (`append_choices_to_input`, BIG-bench's default is true), the choices are listed in the input.
+
+A choice example must make sense or the file is refused, naming the example: at least two
+choices, a best score above 0 (a task whose scores are all 0 has no right answer), no key twice
+in one object (JSON keeps the last silently), and a `target` that names one of the choices must
+be a best-scored one (a `target` that is not a choice is an explanation, as in strategyqa, and is
+not read).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from loraocean.artifacts import read_json_object
@@ -53,12 +60,15 @@ def available(ref: str) -> bool:
 
 def task_name_for(ref: str) -> str:
     """`../x/logical_deduction/three_objects` -> `logical_deduction_three_objects` for a name ref;
-    for a path, the folder name (and parent, for BIG-bench subtasks)."""
+    for a path, the folder name (and parent, for BIG-bench subtasks). The name becomes a library
+    folder, so characters outside `paths.NAME`'s set become `_` (the reference, a path to read
+    from, may hold anything) and it is cut to 90 characters."""
     path = locate(ref)
     folder = path.parent
+    name = folder.name
     if (folder.parent / "task.json").is_file():  # a subtask folder of a task with subtasks
-        return f"{folder.parent.name}_{folder.name}"
-    return folder.name
+        name = f"{folder.parent.name}_{folder.name}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:90]
 
 
 def list_tasks(root: str | Path) -> list[tuple[str, Path]]:
@@ -72,10 +82,32 @@ def list_tasks(root: str | Path) -> list[tuple[str, Path]]:
     return out
 
 
+class _Object(dict):
+    """A JSON object that remembers the first key it had twice (`duplicate`)."""
+
+    duplicate: str | None = None
+
+
+def _pairs(pairs: list) -> dict:
+    out = _Object()
+    for key, value in pairs:
+        if key in out and out.duplicate is None:
+            out.duplicate = key
+        out[key] = value
+    return out
+
+
+def _no_duplicate(obj, path: Path, what: str, field: str | None) -> None:
+    if isinstance(obj, _Object) and obj.duplicate is not None:
+        raise DataError(path, f"{what} has the key {obj.duplicate!r} twice", field=field,
+                        fix="keep one of them")
+
+
 def _load_json(path: Path) -> dict:
     """The task file's top-level object (a DataError for unreadable, non-UTF-8 or non-object files)."""
     data = read_json_object(path, fix="repair or re-fetch it: a BIG-bench task.json is an object "
-                                      "with an 'examples' list")
+                                      "with an 'examples' list", object_pairs_hook=_pairs)
+    _no_duplicate(data, path, "the top-level object", None)
     append = data.get("append_choices_to_input")
     if isinstance(append, str) and append.strip().lower() in ("true", "false"):
         # BIG-bench 1.0.0 ships one task with the string "false"; its author meant the boolean
@@ -107,18 +139,32 @@ def convert(data: dict, task: str, path: Path | str = "<task.json>") -> list[Exa
         where = f"examples[{i}]"
         if not isinstance(row, dict) or not isinstance(row.get("input"), str):
             raise DataError(path, f"example {i} lacks a text 'input'", field=f"{where}.input")
+        _no_duplicate(row, path, f"example {i}", where)
         scores = row.get("target_scores")
         if scores is not None:
             if not isinstance(scores, dict) or not scores:
                 raise DataError(path, f"example {i} has empty or non-object target_scores",
                                 field=f"{where}.target_scores")
+            _no_duplicate(scores, path, f"example {i}'s target_scores", f"{where}.target_scores")
             choices = [str(c) for c in scores]
             values = list(scores.values())
             for choice, v in zip(choices, values):
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
                     raise DataError(path, f"example {i}: the score of {choice!r} is {v!r}, not a number",
                                     field=f"{where}.target_scores")
-            label = values.index(max(values))
+            if len(choices) < 2:
+                raise DataError(path, f"example {i} has {len(choices)} choice; a choice example needs at "
+                                "least two", field=f"{where}.target_scores")
+            best = max(values)
+            if best <= 0:
+                raise DataError(path, f"example {i}: no choice has a score above 0, so it has no right "
+                                "answer", field=f"{where}.target_scores",
+                                fix="give the right choice the score 1")
+            label = values.index(best)
+            named = row.get("target")
+            if isinstance(named, str) and named in scores and scores[named] != best:
+                raise DataError(path, f"example {i}: its target {named!r:.60} scores {scores[named]}, below "
+                                f"the best choice {choices[label]!r:.60} ({best})", field=f"{where}.target")
             text = row["input"]
             if append:
                 text += "\n" + "\n".join(f"- {c}" for c in choices)
