@@ -4,6 +4,7 @@ PEFT's own LoRA layers use, in every place that reads a LoRA (MoE experts, selec
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -121,12 +122,19 @@ def test_one_fit_check(tmp_path):
 
 
 def test_pattern_order_that_peft_cannot_load_is_refused(tmp_path):
-    """Keys that PEFT saves sorted, so that another one matches first on loading: the ranks in the
-    file then contradict the config, and the reader says so instead of mis-scaling."""
+    """A rank_pattern whose keys are in an order where another key matches first on loading (PEFT
+    releases before 0.22 saved the keys sorted, which turned {"self_attn.k_proj": 6, "k_proj": 2}
+    into this order; the file is written here in that order whatever PEFT is installed): the ranks
+    in the file then contradict the config, and the reader says so instead of mis-scaling."""
     from loraocean.errors import DataError
 
     folder = tmp_path / "contradicting"
     save_peft_adapter(folder, False, r=4, lora_alpha=8, rank_pattern={"self_attn.k_proj": 6, "k_proj": 2})
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["rank_pattern"] = {"k_proj": 2, "self_attn.k_proj": 6}
+    config_file.write_text(json.dumps(config))
+    write_card(folder, {})  # re-seal: the card's integrity record covers the config
     with pytest.raises(DataError, match="declares rank 2 for model.layers.0.self_attn.k_proj, but its "
                                         "tensors have rank 6"):
         read_lora(folder)

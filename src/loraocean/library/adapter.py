@@ -63,7 +63,9 @@ def stable_config(folder: str | Path) -> None:
     for key in SET_FIELDS:
         if isinstance(config.get(key), list):
             config[key] = sorted(config[key])
-    write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # Top-level keys sorted; the order inside rank_pattern / alpha_pattern is kept: PEFT resolves
+    # them by the first key that matches, so sorting them could change the ranks.
+    write_text_atomic(path, json.dumps(dict(sorted(config.items())), indent=2) + "\n")
 
 
 def check_pattern(pattern: str, path: Path, field: str) -> None:
