@@ -78,8 +78,9 @@ def test_results_json_beside_the_report(run):
     head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert data["git_commit"].split("+")[0] == head
     assert data["versions"]["numpy"] and data["device"]
-    section = data["findings"]["tiny-llama / lm-eval"]
-    measured = [f for f in section if "p_value" in f]
-    assert measured and all(f["holm_family"] == len(measured) for f in measured)
+    claims = [c for c in data["claims"] if c["family"] == "claims"]
+    measured = [c for c in claims if "p_value" in c and c["seeds_known"]]
+    assert measured and all(c["holm_family"] == len(measured) for c in measured)
+    assert all(c["verdict"] in ("win", "loss", "no clear difference", "cannot tell") for c in claims)
     assert {r["method"] for r in data["costs"]["tiny-llama"]} >= {"loramoe", LIBRARY_ROW}
     assert "| loramoe | 777 | 8 | 250 | 2.5 | 4 | 40 |" in (run / "report.md").read_text()

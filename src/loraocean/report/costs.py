@@ -116,9 +116,9 @@ def devices(run_dir: Path, study: dict) -> list[str]:
     return [torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"]
 
 
-def results_json(run_dir: Path, study: dict, df, findings: dict, costs: dict[str, Table],
+def results_json(run_dir: Path, study: dict, df, claims: list, costs: dict[str, Table],
                  can_show: str | None = None) -> dict:
-    """The machine-readable report: every results row, the findings and costs, and provenance."""
+    """The machine-readable report: every results row, the claims and costs, and provenance."""
     from loraocean.artifacts import package_versions
 
     versions = package_versions(("loraocean", "torch", "transformers", "peft", "safetensors", "accelerate",
@@ -126,5 +126,5 @@ def results_json(run_dir: Path, study: dict, df, findings: dict, costs: dict[str
     return {"study": study["name"], "config_hash": study["config_hash"], "git_commit": git_commit(),
             "versions": versions, "study_versions": study["versions"], "device": devices(run_dir, study),
             "results": json.loads(df.drop(columns=["versions"], errors="ignore").to_json(orient="records")),
-            "can_show": can_show, "findings": findings,
+            "can_show": can_show, "claims": claims,
             "costs": {model: [dict(zip(t.headers, r)) for r in t.rows] for model, t in costs.items()}}
