@@ -40,16 +40,21 @@ def run(tmp_path):
     run_dir = tmp_path / "run"
     run_study(load_config(tmp_path / "s.yaml"), run_dir, stages=standins.STAGES, fetch=False)
     study = study_file(run_dir)
-    n_fit = 0
+    n_fit = n_eval = 0
     for job in study["jobs"]:
         folder = run_dir / "jobs" / f"{job['kind']}-{job['key']}"
         if job["kind"] == "lora":  # every library LoRA: 12 steps, 900 tokens, 5000 params, 3 s
             _patch(folder / "result.json", seconds=3.0,
                    train={"steps": 12, "tokens": 900, "trainable_params": 5000})
         elif job["kind"] == "fit" and job["inputs"]["method"] == "loramoe":
-            n_fit += 1  # the fits differ in tokens: 100, 200, 300, 400 -> mean 250
+            n_fit += 1  # the fits differ in tokens: 100, 200, 300, 400 -> mean 250; 3 of 4 chose 2e-4
             _patch(folder / "result.json", seconds=float(n_fit),
-                   card={"train_log": {"steps": 8, "tokens": 100 * n_fit, "trainable_params": 777}})
+                   card={"train_log": {"steps": 8, "tokens": 100 * n_fit, "trainable_params": 777},
+                         "lr_sweep": {"grid": [5e-05, 0.0002, 0.0008], "chosen": 5e-05 if n_fit == 1 else 0.0002}})
+        elif job["kind"] == "eval" and job["inputs"]["method"] == "loramoe":  # latency 10, 20, 30, 40 ms
+            _patch(folder / "result.json", inference={"latency_ms": 10.0 * (n_eval := n_eval + 1),
+                                                      "tokens_per_s": 1000.0, "peak_mb": 512.0,
+                                                      "memory": "process peak RSS"})
         elif job["kind"] == "fit":  # xlora's fits written as a training-free build would be
             _patch(folder / "result.json", seconds=0.5, card={"train_log": None})
     assert n_fit == 4  # 2 strategies x 2 seeds
@@ -66,6 +71,9 @@ def test_cost_table_from_the_job_logs(run):
     assert rows["xlora"][1:6] == ["0", "0", "0", "0.5", "4"]
     assert rows[LIBRARY_ROW][1:6] == ["5,000", "12", "900", "3.0", "4"]
     assert rows["loramoe"][6] == "40"  # n per cell: the stand-ins score max_eval examples
+    assert rows["loramoe"][7:] == ["0.0002 x3, 5e-05 x1", "25.0", "1,000", "512"]
+    assert rows["xlora"][7:] == ["–", "–", "–", "–"]  # nothing recorded
+    assert "same grid (5e-05, 0.0002, 0.0008)" in t.note
 
 
 def test_results_json_beside_the_report(run):

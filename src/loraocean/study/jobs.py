@@ -15,7 +15,11 @@ from loraocean.study.config import StudyConfig, candidates_for
 
 KINDS = ("lora", "select", "fit", "eval")
 # Part of every key: bump it when what a stage writes changes, so old cached results are not reused.
-FORMAT = 2  # 2: library cards and MoE checkpoint cards carry an integrity record (card_version 2)
+# 2: library cards and MoE checkpoint cards carry an integrity record (card_version 2)
+# 3: the fit seed seeds each method's initialisation; lr sweep on dev; Rocket's dropout 0.05 and
+#    per-tensor diversity, reasoning perplexity with EOS; LoRAMoE without balance loss on one task
+#    type; contaminated candidates left out of selection; inference cost in eval results
+FORMAT = 3
 
 
 @dataclass
@@ -59,8 +63,20 @@ def library_id(cfg: StudyConfig, model: str) -> dict:
             "max_train": cfg.caps.max_train, "max_steps": cfg.caps.max_train_steps}
 
 
+def lr_grid_of(cfg: StudyConfig) -> list[float]:
+    """The learning rates every trained method of the study chooses from (its fit preset's)."""
+    from loraocean.errors import UnknownNameError
+    from loraocean.moe.presets import get_preset
+
+    try:
+        return list(get_preset(cfg.library.preset).lr_grid)
+    except UnknownNameError:  # validated elsewhere; a stand-in study may name no real preset
+        return []
+
+
 def expand(cfg: StudyConfig) -> list[Job]:
     jobs: dict[str, Job] = {}
+    lr_grid = lr_grid_of(cfg)
     for model in cfg.models:
         lib = library_id(cfg, model)
         loras: dict[str, Job] = {}
@@ -102,6 +118,8 @@ def expand(cfg: StudyConfig) -> list[Job]:
                                       "preset": cfg.library.preset, "deps": [sel.key] + cand_keys}
                         if method.train:  # only then: keys of fits at the preset's budget stay as they were
                             fit_inputs["train"] = method.train
+                        if lr_grid and method.method.trains and "lr" not in method.train:
+                            fit_inputs["lrs"] = lr_grid  # equal tuning: the preset's grid, chosen on dev
                         fit = _add(jobs, Job("fit", hash_obj([FORMAT, "fit", fit_inputs]), fit_inputs,
                                              [sel.key] + cand_keys))
                         ev_inputs = {**eval_common, "method": method.name, "selection": strategy,
@@ -160,7 +178,9 @@ def estimate_seconds(job: Job, cfg: StudyConfig) -> float:
     if job.kind == "select":
         scoring = len(i["candidates"]) * 1.5 * TOKENS_PER_EXAMPLE / (3 * rate)  # per example, all LoRAs
         return selection_seconds(i["strategy"], scoring, i["shots"])
-    if job.kind == "fit":
-        return _train_tokens(i["max_fit"], i["max_steps"], 8) * _method_cost(i["method"], "train_cost") / rate
+    if job.kind == "fit":  # each learning rate of the sweep trains once, then scores the dev examples
+        runs = len(i.get("lrs") or [0])
+        dev = (runs * 100 * 1.5 * TOKENS_PER_EXAMPLE / (3 * rate)) if i.get("lrs") else 0.0
+        return runs * _train_tokens(i["max_fit"], i["max_steps"], 8) * _method_cost(i["method"], "train_cost") / rate + dev
     n = (i["max_eval"] or 500) + (ROUTING_EXAMPLES if i["selection"] else 0)
     return n * 1.5 * TOKENS_PER_EXAMPLE * _method_cost(i["method"], "eval_cost") / (3 * rate)
