@@ -116,6 +116,7 @@ def build_blocks(run_dir: Path, record: dict | None = None, frames=None) -> list
         record["can_show"] = shows
     conventions = list(dict.fromkeys(df["convention"]))
     blocks += find.claim_blocks(df, preds, method_order, record)
+    blocks += find.contamination_blocks(run_dir, study)
     for model in list(dict.fromkeys(df["model"])):
         mdf = df[df["model"] == model]
         if len(set(df["model"])) > 1:

@@ -314,6 +314,42 @@ def _sd(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def contamination_blocks(run_dir, study: dict) -> list[tuple]:
+    """The candidates the run's selections left out because their training split shares 13-grams
+    with the target's test split, and those whose data could not be checked."""
+    from loraocean.study import store
+
+    rows, unchecked = {}, set()
+    for job in study["jobs"]:
+        res = store.job_result(run_dir, job) if job["kind"] == "select" else None
+        if not res:
+            continue
+        i = job["inputs"]
+        for task, o in (res.get("excluded") or {}).items():
+            rows[(i["model"], i["target"], task)] = [i["model"], i["target"], task,
+                                                     f"{o['overlapping']} of {o['test_examples']}",
+                                                     f"{100 * o['share']:.1f}"]
+        unchecked |= {(i["target"], t) for t in res.get("unchecked") or []}
+    decontaminated = study["config"]["selection"].get("decontaminate", True)
+    if not rows and not unchecked:
+        return [("p", "No test data in the experts: no candidate LoRA's training split shares a 13-gram "
+                      "with its target's test split (lm-eval's decontamination rule, tasks.overlap)."
+                      if decontaminated else "Candidates were not checked for test data in their training "
+                      "split (selection.decontaminate: false).")]
+    out = [("h2", "Candidates left out: test data in their training split")]
+    if rows:
+        out.append(("table", Table("Contaminated candidates (excluded from every selection of their target)",
+                                   ["model", "target", "candidate", "test examples overlapping", "%"],
+                                   list(rows.values()),
+                                   note="A test example overlaps when one of its 13-grams (lowercased, "
+                                        "punctuation removed, template n-grams ignored) occurs in the "
+                                        "candidate's training split; tasks.overlap.")))
+    if unchecked:
+        out.append(("p", "Not checked (data not readable where the selection ran): "
+                         + ", ".join(f"{t} for {target}" for target, t in sorted(unchecked)) + "."))
+    return out
+
+
 # --- power before compute ---------------------------------------------------------------------------
 
 @dataclass
@@ -333,8 +369,9 @@ class Planned:
         return PAPER.get(self.question)
 
 
-def target_examples(cfg) -> dict[str, tuple[int, bool]]:
-    """target -> (test examples it is scored on, counted from the data (True) or assumed)."""
+def target_examples(cfg) -> dict[str, tuple[int, int, bool]]:
+    """target -> (test examples it is scored on, examples its split holds, counted from the data
+    (True) or assumed: max_eval, else 500)."""
     from loraocean.errors import LoraOceanError
     from loraocean.tasks import get_task, load_split
 
@@ -345,8 +382,14 @@ def target_examples(cfg) -> dict[str, tuple[int, bool]]:
             n, known = len(load_split(get_task(target), cfg.evaluation.split)), True
         except LoraOceanError:
             n, known = cap or 500, False
-        out[target] = (min(n, cap) if cap else n, known)
+        out[target] = (min(n, cap) if cap else n, n, known)
     return out
+
+
+def harmonic(ns) -> int:
+    """The harmonic mean of per-target example counts (what the example part of V averages)."""
+    ns = list(ns)
+    return max(2, round(len(ns) / sum(1 / max(n, 1) for n in ns)))
 
 
 def plan_claims(cfg, examples: dict[str, int], seed_sd: float = SEED_SD,
@@ -365,9 +408,8 @@ def plan_claims(cfg, examples: dict[str, int], seed_sd: float = SEED_SD,
             levels = [s for s in fitted.get(a, []) if s in fitted.get(b, [])]
         else:
             levels = [m for m in trained if a in fitted[m] and b in fitted[m]]
-        ns = [examples[t] for t in cfg.tasks.targets]
         design = Design(cells=len(cfg.models) * len(cfg.tasks.targets) * len(levels), groups=len(cfg.tasks.targets),
-                        seeds=len(cfg.seeds), examples=max(2, round(len(ns) / sum(1 / max(n, 1) for n in ns))),
+                        seeds=len(cfg.seeds), examples=harmonic(examples[t] for t in cfg.tasks.targets),
                         seed_sd=seed_sd, discordance=discordance) if levels else None
         out.append(Planned((factor, a, b), design, levels))
     conventions = 2 if cfg.evaluation.convention == "both" else 1

@@ -376,3 +376,16 @@ def needed(design: Design, delta: float, alpha: float, power: float = 0.8,
         return low
 
     return smallest("examples", 2, most), smallest("seeds", 2, 1000)
+
+
+def fewest_seeds(design: Design, delta: float, alpha: float, power: float = 0.8,
+                 most_seeds: int = 100) -> tuple[int, int] | None:
+    """(seeds, test examples per group): the fewest seeds (at least the design's) at which some
+    number of examples detects `delta`, with the examples it then needs; None beyond `most_seeds`."""
+    from dataclasses import replace
+
+    for seeds in range(max(design.seeds, 2), most_seeds + 1):
+        examples, _ = needed(replace(design, seeds=seeds), delta, alpha, power)
+        if examples is not None:
+            return seeds, examples
+    return None

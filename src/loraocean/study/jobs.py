@@ -107,7 +107,8 @@ def expand(cfg: StudyConfig) -> list[Job]:
                 for strategy in ranked:
                     sel_inputs = {"model": model, "target": target, "strategy": strategy,
                                   "k": cfg.selection.k, "shots": cfg.selection.shots, "seed": seed,
-                                  "candidates": candidates, "deps": cand_keys}
+                                  "candidates": candidates, "decontaminate": cfg.selection.decontaminate,
+                                  "deps": cand_keys}
                     sel = _add(jobs, Job("select", hash_obj([FORMAT, "select", sel_inputs]), sel_inputs, cand_keys))
                     for method in cfg.moe_methods:
                         if strategy not in fitted[method.name]:

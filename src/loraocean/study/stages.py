@@ -66,8 +66,9 @@ def select(job: Job, ctx, out: Path) -> dict:
     model, tokenizer = ctx.fresh(i["model"])
     sel = run_selection(ctx.task(i["target"]), ctx.library_root(i["model"]), ModelRef(i["model"], model, tokenizer),
                         k=i["k"], strategy=i["strategy"], shots=i["shots"], seed=i["seed"],
-                        include_target=ctx.cfg.selection.include_target)
-    listed = [c.task for c in sel.ranking]
+                        include_target=ctx.cfg.selection.include_target,
+                        decontaminate=i.get("decontaminate", True))
+    listed = [c.task for c in sel.ranking] + list(sel.excluded)
     if sorted(listed) != sorted(get_task(ctx.task(t)).name for t in i["candidates"]):
         raise LoraOceanError(f"library {ctx.library_root(i['model'])} holds {sorted(listed)} as candidates "
                              f"for {i['target']}, but the study expects {sorted(i['candidates'])}; a shared "
@@ -75,7 +76,7 @@ def select(job: Job, ctx, out: Path) -> dict:
     (out / "selection.json").write_text(json.dumps(sel.to_dict(), indent=2, default=str), encoding="utf-8")
     return {"experts": sel.chosen, "data_hash": sel.data_hash,
             "ranking": [{"task": c.task, "score": c.score, "reason": c.reason} for c in sel.ranking],
-            "created": _now()}
+            "excluded": sel.excluded, "unchecked": sel.unchecked, "created": _now()}
 
 
 def fit(job: Job, ctx, out: Path) -> dict:
