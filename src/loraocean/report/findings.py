@@ -35,6 +35,7 @@ SELECTION_QUESTIONS = [("selection", "manual", "ppl"), ("selection", "manual", "
 # said to be larger than over Rocket, so the same range is its smallest.
 PAPER = {("method", "loramoe", "rocket"): (2.0, 5.9), ("method", "loramoe", "xlora"): (2.0, 5.9),
          ("selection", "manual", "ppl"): (0.8, 1.4), ("selection", "manual", "random"): (1.0, 2.2)}
+PAPER_NOTE = {("method", "loramoe", "xlora"): " at least (X-LoRA last, below Rocket)"}
 
 
 def questions(methods, order: list[str] | None = None) -> list[tuple[str, str, str]]:
@@ -143,12 +144,15 @@ class Claim:
                 f"{self.seeds[0]}{'-' + str(self.seeds[1]) if self.seeds[1] != self.seeds[0] else ''} "
                 f"seed{'s' if self.seeds[1] != 1 else ''} per fit, {self.examples} test examples per target")
         adjusted = "" if t.p_adjusted is None else f", Holm over the {self.family} {self.family_name} p = {t.p_adjusted:.3g}"
+        df = "inf" if not np.isfinite(t.df) else f"{t.df:.1f}"
         nums = (f"{self.a} {100 * self.acc_a:.1f}% vs {self.b} {100 * self.acc_b:.1f}% ({over}): "
                 f"{_pp(t.diff)} points (95% CI {_pp(t.ci_low)} to {_pp(t.ci_high)}; t test over seeds "
-                f"and examples, df {t.df:.1f}, p = {t.p_value:.3g}{adjusted})")
-        paper = "" if self.paper is None else \
-            f" The paper: {self.a} {self.paper[0]:.1f}-{self.paper[1]:.1f} points above {self.b}."
-        size = "" if self.mdd is None else (
+                f"and examples, df {df}, p = {t.p_value:.3g}{adjusted})")
+        paper = "" if self.paper is None else (
+            f" The paper: {self.a} {self.paper[0]:.1f}-{self.paper[1]:.1f} points above {self.b}"
+            f"{PAPER_NOTE.get((self.factor, self.a, self.b), '')}.")
+        size = " The arms never disagree: nothing to size a detectable difference with." if t.se == 0 else \
+            "" if self.mdd is None else (
             f" At 80% power this design detects {100 * self.mdd:.1f} points at the level its first "
             f"Holm step is judged at ({holm_level(ALPHA, self.family):.3g})." if np.isfinite(self.mdd)
             else " With its seeds it cannot detect any difference.")
@@ -211,6 +215,9 @@ def build_claim(df, answers: dict, flagged: dict, factor: str, a: str, b: str, c
         for k in ka + kb:
             idx = answers[(k, convention)].index
             common[target] = idx if target not in common else common[target].intersection(idx)
+    cells = {key: keys for key, keys in cells.items() if len(common[key[1]])}  # no shared example: nothing to pair
+    if not cells:
+        return Claim(a, b, factor, convention, None)
     pairs: dict[tuple[str, str], list] = {}
     for (model, target, level), keys in cells.items():
         pairs.setdefault((model, target), []).append((level, keys))
@@ -265,7 +272,7 @@ def claims(df, preds, order: list[str] | None = None) -> list[Claim]:
         judged = [c for c in family if c.test is not None and c.test.seeds_known]
         for c, p in zip(judged, holm([c.test.p_value for c in judged])):
             c.test.p_adjusted, c.family, c.family_name = p, len(judged), name
-            c.mdd = mdd_at(c.test, holm_level(ALPHA, len(judged)))
+            c.mdd = mdd_at(c.test, holm_level(ALPHA, len(judged))) if c.test.se > 0 else None
         out += family
     return out
 
