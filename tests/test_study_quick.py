@@ -66,6 +66,16 @@ def test_quick_ci_study_results_table(ci_run):
         assert set(p.example_id) == ids
         assert r.value == pytest.approx(p.correct.mean())
         assert r.ci_low <= r.value <= r.ci_high
+    # inference cost of every evaluation: its latency and the tokens of its examples (prompt and
+    # reference answer, counted here with the model's tokenizer)
+    from loraocean.batching import encode
+    from loraocean.models import load
+
+    tokens = sum(len(encode(ex, load("tiny-llama")[1]).input_ids) for ex in examples)
+    for job in (j for j in expand(cfg) if j.kind == "eval"):
+        cost = json.loads((run_dir / "jobs" / f"eval-{job.key}" / "result.json").read_text())["inference"]
+        assert cost["examples"] == len(examples) and cost["tokens"] == tokens and cost["peak_mb"] > 0
+        assert cost["latency_ms"] == pytest.approx(1000 * cost["seconds"] / len(examples), rel=1e-3)  # both rounded
     # provenance: experts from the selection (manual follows the shipped relevance map), versions
     manual = df[(df.selection == "manual") & (df.method == "loramoe")].iloc[0]
     assert json.loads(manual.experts) == ["bb_anachronisms", "bb_strategyqa"]

@@ -378,15 +378,20 @@ class Planned:
 
 def target_examples(cfg) -> dict[str, tuple[int, int, bool]]:
     """target -> (test examples it is scored on, examples its split holds, counted from the data
-    (True) or assumed: max_eval, else 500)."""
+    (True) or assumed: max_eval, else 500). Only data readable here without the hub is counted: a
+    dry-run downloads nothing."""
     from loraocean.errors import LoraOceanError
     from loraocean.tasks import get_task, load_split
+    from loraocean.tasks.load import availability
 
     out = {}
     for target in cfg.tasks.targets:
         cap = cfg.caps.max_eval
         try:
-            n, known = len(load_split(get_task(target), cfg.evaluation.split)), True
+            spec = get_task(target)
+            if not availability(spec).startswith("yes"):
+                raise LoraOceanError(f"{target}: not on disk")
+            n, known = len(load_split(spec, cfg.evaluation.split)), True
         except LoraOceanError:
             n, known = cap or 500, False
         out[target] = (min(n, cap) if cap else n, n, known)
