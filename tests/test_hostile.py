@@ -556,10 +556,10 @@ import errno, os
 from pathlib import Path
 from loraocean import artifacts
 real = artifacts.write_bytes_atomic
-def full(path, data):  # the disk fills up while the progress file is written
+def full(path, data, *rest):  # the disk fills up while the progress file is written
     if Path(path).name == "progress.txt":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    return real(path, data)
+    return real(path, data, *rest)
 artifacts.write_bytes_atomic = full
 from loraocean.cli import main
 main()

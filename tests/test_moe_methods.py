@@ -281,3 +281,35 @@ def test_lbc_of_stacked_layers_is_the_sum_of_each_layers(typed):
     task_type = torch.tensor([1, 0, 1]) if typed else None
     per_layer = sum(lbc_loss(g, task_type, mask, 0.3, 0.2) for g in gates)
     torch.testing.assert_close(lbc_loss(gates, task_type, mask, 0.3, 0.2), per_layer, rtol=1e-6, atol=0)
+
+
+def test_loramoe_adds_no_balance_loss_on_one_task_type(adapters):
+    """As the reference (its constraint needs both task types; the released script's weight is 0):
+    a fit of one type gets no auxiliary loss unless balance_one_type asks for the plain balance."""
+    method = get_method("loramoe")
+    experts = [load_adapter(p) for p in adapters]
+    for balance in (False, True):
+        cfg = method.make_config({"balance_one_type": balance})
+        moe = method.build(load("tiny-llama")[0], experts, cfg)
+        moe.task_type = None
+        moe(input_ids=torch.tensor([[5, 6, 7, 8]], device=moe.device))
+        loss = method.aux_loss(moe, cfg)
+        if not balance:
+            assert loss is None
+            continue
+        gates = torch.stack([layer.last_gates for layer in moe.layers().values()])
+        torch.testing.assert_close(loss, lbc_loss(gates, None, moe.attention_mask, cfg.beta, cfg.delta))
+    mixed = method.make_config({})
+    moe = method.build(load("tiny-llama")[0], experts, mixed)
+    moe.task_type = torch.tensor([1], device=moe.device)
+    moe(input_ids=torch.tensor([[5, 6, 7, 8]], device=moe.device))
+    assert method.aux_loss(moe, mixed) is not None  # two types in the fit: the localized constraint
+
+
+def test_rocket_experts_drop_their_input_as_the_reference(tmp_path):
+    from loraocean.moe.methods.rocket import Config
+
+    assert Config().dropout == 0.05
+    experts = [load_adapter(p) for p in make_adapters(tmp_path, SAME[:2])]
+    moe = get_method("rocket").build(load("tiny-llama")[0], experts, get_method("rocket").make_config({}))
+    assert {layer.dropout for layer in moe.layers().values()} == {0.05}

@@ -40,16 +40,21 @@ def run(tmp_path):
     run_dir = tmp_path / "run"
     run_study(load_config(tmp_path / "s.yaml"), run_dir, stages=standins.STAGES, fetch=False)
     study = study_file(run_dir)
-    n_fit = 0
+    n_fit = n_eval = 0
     for job in study["jobs"]:
         folder = run_dir / "jobs" / f"{job['kind']}-{job['key']}"
         if job["kind"] == "lora":  # every library LoRA: 12 steps, 900 tokens, 5000 params, 3 s
             _patch(folder / "result.json", seconds=3.0,
                    train={"steps": 12, "tokens": 900, "trainable_params": 5000})
         elif job["kind"] == "fit" and job["inputs"]["method"] == "loramoe":
-            n_fit += 1  # the fits differ in tokens: 100, 200, 300, 400 -> mean 250
+            n_fit += 1  # the fits differ in tokens: 100, 200, 300, 400 -> mean 250; 3 of 4 chose 2e-4
             _patch(folder / "result.json", seconds=float(n_fit),
-                   card={"train_log": {"steps": 8, "tokens": 100 * n_fit, "trainable_params": 777}})
+                   card={"train_log": {"steps": 8, "tokens": 100 * n_fit, "trainable_params": 777},
+                         "lr_sweep": {"grid": [5e-05, 0.0002, 0.0008], "chosen": 5e-05 if n_fit == 1 else 0.0002}})
+        elif job["kind"] == "eval" and job["inputs"]["method"] == "loramoe":  # latency 10, 20, 30, 40 ms
+            _patch(folder / "result.json", inference={"latency_ms": 10.0 * (n_eval := n_eval + 1),
+                                                      "tokens_per_s": 1000.0, "peak_mb": 512.0,
+                                                      "memory": "process peak RSS"})
         elif job["kind"] == "fit":  # xlora's fits written as a training-free build would be
             _patch(folder / "result.json", seconds=0.5, card={"train_log": None})
     assert n_fit == 4  # 2 strategies x 2 seeds
@@ -66,8 +71,21 @@ def test_cost_table_from_the_job_logs(run):
     assert rows["xlora"][1:6] == ["0", "0", "0", "0.5", "4"]
     assert rows[LIBRARY_ROW][1:6] == ["5,000", "12", "900", "3.0", "4"]
     assert rows["loramoe"][6] == "40"  # n per cell: the stand-ins score max_eval examples
-    assert rows[LIBRARY_ROW][6] == "n/a"  # a library LoRA is not evaluated on its own
-    # every column recorded: no word about older results
+    assert rows["loramoe"][7:] == ["0.0002 x3, 5e-05 x1", "25.0", "1,000", "512"]
+    assert rows["xlora"][7:] == ["n/a", "–", "–", "–"]  # not tuned; its evaluations recorded nothing
+    assert rows[LIBRARY_ROW][6:] == ["n/a"] * 5  # a library LoRA is neither tuned nor evaluated alone
+    assert "same grid (5e-05, 0.0002, 0.0008)" in t.note
+    assert "'–': not recorded by the job" in t.note  # xlora's inference columns
+
+
+def test_cost_table_says_nothing_of_older_jobs_when_every_column_is_recorded(run):
+    study = study_file(run)
+    for job in study["jobs"]:
+        if job["kind"] == "eval":
+            _patch(run / "jobs" / f"eval-{job['key']}" / "result.json",
+                   inference={"latency_ms": 5.0, "tokens_per_s": 100.0, "peak_mb": 64.0, "memory": "process peak RSS"})
+    t = cost_table(run, study, query(run), ["base", "target_lora", "loramoe", "xlora"])
+    assert not any("–" in r for r in t.rows)
     assert "'–'" not in t.note and "before this column existed" not in t.note
 
 
@@ -93,8 +111,9 @@ def test_results_json_beside_the_report(run):
     head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert data["git_commit"].split("+")[0] == head
     assert data["versions"]["numpy"] and data["device"]
-    section = data["findings"]["tiny-llama / lm-eval"]
-    measured = [f for f in section if "p_value" in f]
-    assert measured and all(f["holm_family"] == len(measured) for f in measured)
+    claims = [c for c in data["claims"] if c["family"] == "claims"]
+    measured = [c for c in claims if "p_value" in c and c["seeds_known"]]
+    assert measured and all(c["holm_family"] == len(measured) for c in measured)
+    assert all(c["verdict"] in ("win", "loss", "no clear difference", "cannot tell") for c in claims)
     assert {r["method"] for r in data["costs"]["tiny-llama"]} >= {"loramoe", LIBRARY_ROW}
     assert "| loramoe | 777 | 8 | 250 | 2.5 | 4 | 40 |" in (run / "report.md").read_text()

@@ -11,8 +11,8 @@ import pytest
 import test_study_standins as standins
 from loraocean.report import tables
 from loraocean.report.build import write_report
-from loraocean.report.findings import findings
-from loraocean.report.stats import compare
+from loraocean.report.findings import claims
+from loraocean.report.stats import Cell, claim_test
 from loraocean.study import load_config, query, run_study
 from loraocean.study.store import predictions, tables as tables_of_run
 
@@ -53,11 +53,14 @@ def test_method_by_target_table(results):
 def test_seeds_are_averaged_with_their_spread(results):
     extra = results.copy()
     extra["seed"] = 1
-    extra["value"] = extra["value"] + 0.1
+    fitted = extra["method"] != "base"  # the base model is one evaluation, listed under every seed
+    extra.loc[fitted, "value"] = extra.loc[fitted, "value"] + 0.1
+    extra.loc[fitted, "eval_key"] = extra.loc[fitted, "eval_key"] + "-seed1"
     both = pd.concat([results, extra])
     t = tables.method_by_target(both, "manual", ["base", "loramoe", "rocket"], ["t1", "t2"])
     sd = 100 * np.std([0.70, 0.80], ddof=1)
-    assert t.rows[1][1] == f"75.0 ±{sd:.1f}"
+    assert t.rows[1][1] == f"75.0 ±{sd:.1f} (2 seeds)"
+    assert t.rows[0][1] == "30.0 (21.0–39.0)"  # the base model: its one evaluation's CI
 
 
 def test_selection_by_method_table(results):
@@ -86,7 +89,7 @@ tasks:
 library: {preset: smoke}
 methods: [base, target_lora, loramoe, rocket, xlora]
 selection: {strategies: [ppl, random, manual], compare: [embedding], k: 2, shots: 4}
-seeds: [0]
+seeds: [0, 1]
 evaluation: {convention: both}
 caps: {max_eval: 60}
 """
@@ -106,41 +109,46 @@ def test_report_of_a_run(tmp_path):
     text = md.read_text()
     html = page.read_text()
     df = query(run_dir)
-    # targets x (references + methods x selections + rocket on its own selection) x conventions
-    assert len(df) == 2 * (2 + 9 + 1) * 2
-    # the method x target table of the report holds the stored values
+    # targets x seeds x (references + methods x selections + rocket on its own selection) x conventions
+    assert len(df) == 2 * 2 * (2 + 9 + 1) * 2
+    # the method x target table of the report holds the stored values: mean and spread over seeds
     lm = df[df.convention == "lm-eval"]
-    r = lm[(lm.method == "loramoe") & (lm.selection == "manual") & (lm.target == "bb_intent_recognition")].iloc[0]
-    cell = f"{100 * r['value']:.1f} ({100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f})"
+    r = lm[(lm.method == "loramoe") & (lm.selection == "manual") & (lm.target == "bb_intent_recognition")]
+    cell = f"{100 * r['value'].mean():.1f} ±{100 * r['value'].std(ddof=1):.1f} (2 seeds)"
     line = next(l for l in text.splitlines() if l.startswith("| loramoe |") and cell in l)
     assert line in text and cell in html
-    assert "| majority label | 25.0 | 25.0 | 25.0 |" in text
-    # findings: recomputed here from the stored per-example correctness
+    assert "| majority label | 10.0 | 10.0 | 10.0 |" in text
+    # the claim LoRAMoE vs X-LoRA: the mean over targets and matched selections of the mean over
+    # seeds of the stored accuracies, and its test rebuilt here from the stored per-example answers
     preds = predictions(run_dir)
-    a, b, ex = [], [], []
+    diffs, cells = [], []
     for target in ("bb_intent_recognition", "bb_sports_understanding"):
         for sel in ("ppl", "random", "manual"):
-            ka = lm[(lm.method == "loramoe") & (lm.selection == sel) & (lm.target == target)].eval_key.iloc[0]
-            kb = lm[(lm.method == "xlora") & (lm.selection == sel) & (lm.target == target)].eval_key.iloc[0]
-            pa = preds[(preds.eval_key == ka) & (preds.convention == "lm-eval")].set_index("example_id").correct
-            pb = preds[(preds.eval_key == kb) & (preds.convention == "lm-eval")].set_index("example_id").correct
-            a += list(pa[pa.index])
-            b += list(pb[pa.index])
-            ex += [(target, i) for i in pa.index]  # an example is one unit across the 3 strategies
-    expected = compare(a, b, ex)
-    every = findings(df, preds, "lm-eval")
-    found = [f for f in every if (f.a, f.b) == ("loramoe", "xlora")][0]
-    assert (found.result.a_only, found.result.b_only) == (expected.a_only, expected.b_only)
-    assert found.result.p_value == pytest.approx(expected.p_value)
-    # Holm over the measured findings of the section (statsmodels as the independent reference)
+            side = {m: lm[(lm.method == m) & (lm.selection == sel) & (lm.target == target)] for m in ("loramoe", "xlora")}
+            diffs.append(side["loramoe"].value.mean() - side["xlora"].value.mean())
+            mats = [np.array([preds[(preds.eval_key == k) & (preds.convention == "lm-eval")]
+                              .set_index("example_id").correct.sort_index().to_numpy() for k in side[m].eval_key])
+                    for m in ("loramoe", "xlora")]
+            cells.append(Cell(target, 1 / 6, *mats))
+    expected = claim_test(cells)
+    every = claims(df, preds)
+    found = next(c for c in every if (c.a, c.b, c.convention) == ("loramoe", "xlora", "lm-eval"))
+    assert found.test.diff == pytest.approx(np.mean(diffs)) == pytest.approx(expected.diff)
+    assert (found.test.p_value, found.test.se, found.test.df) == pytest.approx(
+        (expected.p_value, expected.se, expected.df))
+    assert (found.cells, found.targets, found.seeds, sorted(found.levels)) == (6, 2, (2, 2), ["manual", "ppl", "random"])
+    # one Holm family: the paper's claims on both conventions (statsmodels as the reference)
     from statsmodels.stats.multitest import multipletests
-    measured = [f for f in every if f.result is not None]
-    reference = multipletests([f.result.p_value for f in measured], method="holm")[1]
-    assert [f.result.p_adjusted for f in measured] == pytest.approx(reference.tolist())
-    assert found.family == len(measured) and f"Holm-adjusted over the {len(measured)} findings" in text
-    assert (f"**loramoe beat xlora** on this run: loramoe {100 * expected.acc_a:.1f}% vs xlora "
-            f"{100 * expected.acc_b:.1f}%, majority-label rate 25.0%; {100 * expected.diff:+.1f} points") in text
-    assert "manual vs random" not in text  # measured: random is a fitted strategy here
+
+    family = [c for c in every if c.family_name == "claims" and c.test is not None]
+    assert len(family) == 2 * 4 and {c.family for c in family} == {8}
+    reference = multipletests([c.test.p_value for c in family], method="holm")[1]
+    assert [c.test.p_adjusted for c in family] == pytest.approx(reference.tolist())
+    assert found.verdict() == "win" and "Holm over the 8 claims" in text
+    assert (f"**loramoe vs xlora** (methods, lm-eval): **loramoe beat xlora**: loramoe "
+            f"{100 * found.acc_a:.1f}% vs xlora {100 * found.acc_b:.1f}%") in text
+    assert "| loramoe vs xlora | lm-eval | tiny-llama | bb_intent_recognition |" in text
+    assert "not measured" not in text  # every claim is: random is a fitted strategy here
     # figures exist; report.md links each file, report.html carries each file's bytes inline
     import base64
 
@@ -155,7 +163,7 @@ def test_report_of_a_run(tmp_path):
         assert f"src='data:image/png;base64,{data}'" in html
     # the selection overlap includes the compare-only embedding strategy
     assert "| strategy | ppl | random | manual | rocket | embedding |" in text
-    experts = json.loads(r["experts"])
+    experts = json.loads(r.iloc[0]["experts"])
     assert len(experts) == 2
     # rocket's own default selection is a fitted strategy of rocket only, and the report says so
     assert set(df[df.selection == "rocket"].method) == {"rocket"}
@@ -169,22 +177,27 @@ def test_trained_methods_are_compared_with_the_uniform_baseline_when_present():
     from loraocean.report.findings import questions
 
     assert ("method", "loramoe", "uniform") not in questions(["loramoe", "rocket"])
-    # two targets, one selection: loramoe and uniform on the same 6 examples each, known outcomes
+    # two targets, one selection, two seeds: loramoe and uniform on the same 6 examples each
     rows, preds = [], []
-    outcomes = {("t1", "loramoe"): [1, 1, 1, 0, 1, 1], ("t1", "uniform"): [0, 1, 0, 0, 1, 0],
-                ("t2", "loramoe"): [1, 0, 1, 1, 1, 1], ("t2", "uniform"): [1, 0, 0, 1, 0, 0]}
-    for (target, method), correct in outcomes.items():
-        rows.append(row(target, method, "ppl", 0, float(np.mean(correct))))
-        preds += [{"eval_key": f"{target}{method}ppl0", "convention": "lm-eval", "example_id": i,
-                   "correct": c, "prediction": str(c)} for i, c in enumerate(correct)]
-    found = {(f.a, f.b): f for f in findings(pd.DataFrame(rows), pd.DataFrame(preds), "lm-eval")}
+    outcomes = {("t1", "loramoe"): [[1, 1, 1, 0, 1, 1], [1, 1, 0, 0, 1, 1]],
+                ("t1", "uniform"): [[0, 1, 0, 0, 1, 0], [0, 1, 0, 1, 1, 0]],
+                ("t2", "loramoe"): [[1, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]],
+                ("t2", "uniform"): [[1, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0]]}
+    for (target, method), by_seed in outcomes.items():
+        for seed, correct in enumerate(by_seed):
+            rows.append(row(target, method, "ppl", seed, float(np.mean(correct)), maj=0.1))
+            preds += [{"eval_key": f"{target}{method}ppl{seed}", "convention": "lm-eval", "example_id": i,
+                       "correct": c, "prediction": f"{c}{i}"} for i, c in enumerate(correct)]
+    found = {(c.a, c.b): c for c in claims(pd.DataFrame(rows), pd.DataFrame(preds))}
     assert ("rocket", "uniform") not in found  # rocket was not run
-    r = found[("loramoe", "uniform")].result
-    # by hand: loramoe right and uniform wrong on 3 + 3 examples, the reverse on none
-    assert (r.a_only, r.b_only, r.n) == (6, 0, 12)
-    assert r.acc_a == pytest.approx(10 / 12) and r.acc_b == pytest.approx(4 / 12)
-    assert r.p_value == pytest.approx(2 * 0.5 ** 6)  # sign-flip over 12 examples = McNemar exact
-    assert found[("loramoe", "uniform")].contexts == 2
+    c = found[("loramoe", "uniform")]
+    assert c.family_name == "baseline comparisons" and c.family == 1
+    mats = {k: np.array(v, dtype=float) for k, v in outcomes.items()}
+    expected = claim_test([Cell(t, 0.5, mats[(t, "loramoe")], mats[(t, "uniform")]) for t in ("t1", "t2")])
+    assert c.test.diff == pytest.approx((9 / 12 + 10 / 12) / 2 - (5 / 12 + 3 / 12) / 2)  # by hand
+    assert (c.test.diff, c.test.p_value) == pytest.approx((expected.diff, expected.p_value))
+    assert c.test.p_adjusted == pytest.approx(c.test.p_value)  # a family of one
+    assert c.cells == 2 and c.seeds == (2, 2)
 
 
 def test_the_report_says_whether_the_run_shows_an_effect(results):

@@ -46,25 +46,28 @@ def library(tmp_path_factory, tiny_llama):
 
 
 def hand_ppl(model, tokenizer, folder, examples):
-    """exp(mean answer-token CE), one unpadded example at a time, with PEFT's own loader."""
+    """Rocket's reference reasoning perplexity, one unpadded example at a time with PEFT's own
+    loader and the model's own loss: per example exp(mean CE over the output tokens and the end
+    token, prompt labels -100), then the mean over the examples."""
     from peft import PeftModel
 
     from loraocean.tasks import render
+    from loraocean.tasks.prompts import end_of_answer
 
     peft = PeftModel.from_pretrained(model, str(folder))
-    total, count = 0.0, 0
+    per_example = []
     with torch.no_grad():
         for ex in examples:
             r = render(ex, tokenizer)
             prompt = tokenizer(r.prompt, add_special_tokens=False).input_ids
-            answer = tokenizer(r.target, add_special_tokens=False).input_ids  # byte-level: no merges
+            answer = tokenizer(r.target + end_of_answer(tokenizer), add_special_tokens=False).input_ids
             ids = torch.tensor([prompt + answer], device=DEVICE)
-            logp = torch.log_softmax(peft(input_ids=ids).logits[0].double(), -1)
-            for j, tok in enumerate(answer):
-                total -= float(logp[len(prompt) + j - 1, tok])
-                count += 1
+            labels = torch.tensor([[-100] * len(prompt) + answer], device=DEVICE)
+            logits = peft(input_ids=ids).logits.double()
+            loss = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
+            per_example.append(math.exp(float(loss)))
     peft.unload()
-    return math.exp(total / count)
+    return sum(per_example) / len(per_example)
 
 
 @pytest.mark.parametrize("swap", ["merge", "peft"])

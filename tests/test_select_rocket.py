@@ -9,17 +9,23 @@ import pytest
 import torch
 
 from loraocean.selection import Choice, ModelRef, Selection, select
-from loraocean.selection.diversity import weight_cosine_matrix
+from loraocean.selection.diversity import tensor_similarity_matrix
 from loraocean.selection.oracle import against_oracle
 from test_select import OTHERS, TARGET, hand_ppl, library  # noqa: F401  (library is a fixture)
 
 
-def flat_weights(folder):
-    """Every lora_A and lora_B tensor of the saved adapter, flattened and concatenated."""
+def tensors(folder):
+    """Every lora_A and lora_B tensor of the saved adapter, by its safetensors key."""
     from safetensors.torch import load_file
 
     weights = load_file(str(folder / "adapter_model.safetensors"))
-    return torch.cat([weights[k].flatten().double() for k in sorted(weights) if "lora_" in k])
+    return {k: v.double() for k, v in weights.items() if "lora_" in k}
+
+
+def reference_similarity(x, y):
+    """Rocket's group_diversity: sum over the shared keys of |cos| of the flattened tensors."""
+    return sum(abs(float(torch.nn.functional.cosine_similarity(x[k].reshape(1, -1), y[k].reshape(1, -1))))
+               for k in x.keys() & y.keys())
 
 
 def peft_accuracy(model, tokenizer, folder, examples):
@@ -46,14 +52,14 @@ def test_rocket_selection_matches_an_independent_computation(library, tiny_llama
     ppl = {t: hand_ppl(model, tokenizer, f, examples) for t, f in folders.items()}
     # shortlist: the 3 best by K-shot accuracy, ties by perplexity
     shortlist = sorted(OTHERS, key=lambda t: (-acc[t], ppl[t], t))[:3]
-    # the equal-rank LoRAs: cosine of their flattened A and B tensors (bb_winowhy has rank 2 and is
-    # compared on its 2 rows only, as the zero-padding rule says; keep it out of this dense check)
-    vectors = {t: flat_weights(folders[t]) for t in shortlist if t != "bb_winowhy"}
-    cos = weight_cosine_matrix([folders[t] for t in shortlist])
+    # the equal-rank LoRAs: the reference's per-tensor |cos| summed over tensors, from the saved
+    # tensors with torch's cosine_similarity (bb_winowhy has rank 2 and is compared on its 2 rows
+    # only, as the zero-padding rule says; keep it out of this dense check)
+    weights = {t: tensors(folders[t]) for t in shortlist if t != "bb_winowhy"}
+    cos = tensor_similarity_matrix([folders[t] for t in shortlist])
     for (i, a), (j, b) in itertools.product(enumerate(shortlist), repeat=2):
-        if a in vectors and b in vectors:
-            want = float(vectors[a] @ vectors[b] / vectors[a].norm() / vectors[b].norm())
-            assert float(cos[i, j]) == pytest.approx(want, abs=1e-9)
+        if a in weights and b in weights:
+            assert float(cos[i, j]) == pytest.approx(reference_similarity(weights[a], weights[b]), abs=1e-9)
     pair = min(itertools.combinations(range(3), 2), key=lambda s: abs(float(cos[s[0], s[1]])))
     assert sel.chosen == [shortlist[i] for i in pair]
     for c in sel.ranking:

@@ -55,27 +55,36 @@ def test_shipped_studies_load_and_meet_their_brief():
     counts = Counter(j.kind for j in expand(paper))
     assert len(paper.models) == 17 and len(paper.tasks.targets) == 40
     # 3 strategies x 3 methods, and rocket also on its own default selection (the `rocket` strategy)
-    assert counts == {"lora": 17 * 40, "select": 17 * 40 * 4, "fit": 17 * 40 * (3 * 3 + 1),
-                      "eval": 17 * 40 * (3 * 3 + 1 + 1)}
+    # x 3 seeds: selections (a seeded random draw, seeded shots), fits and their evaluations; the
+    # references are evaluated once
+    assert counts == {"lora": 17 * 40, "select": 3 * 17 * 40 * 4, "fit": 3 * 17 * 40 * (3 * 3 + 1),
+                      "eval": 17 * 40 * (3 * (3 * 3 + 1) + 1)}
     from loraocean.models.architectures import FAMILIES
     assert len(FAMILIES) == 17
     load_config(find_study("ci"), quick=True)
 
 
-def test_medium_study_has_the_examples_its_power_calculation_needs():
-    """studies/medium.yaml's comment: 1,120 test examples, enough for a 5-point MDD at 80% power
-    when the compared systems disagree on up to 35% of examples (sd = sqrt(0.35))."""
-    import math
-
-    from loraocean.report.stats import examples_needed, mdd
-    from loraocean.tasks import load_split
+def test_medium_study_detects_what_its_comment_says():
+    """studies/medium.yaml's comment: 8 cells x 3 seeds and 1,120 test examples (harmonic mean 275
+    per target) detect 5.1 points on each claim at 80% power, its two claims one Holm family."""
+    from loraocean.report.findings import harmonic, plan_claims, target_examples
 
     medium = load_config(find_study("medium"))
-    n = sum(min(medium.caps.max_eval, len(load_split(get_task(t), "test"))) for t in medium.tasks.targets)
-    assert n == 1120
-    assert n >= examples_needed(0.05, math.sqrt(0.35)) and mdd(math.sqrt(0.35), n) <= 0.05
-    assert {"ppl", "manual"} <= set(medium.selection.strategies)
-    assert {"loramoe", "xlora"} <= {m.name for m in medium.methods}
+    counted = target_examples(medium)
+    assert sum(n for n, _, _ in counted.values()) == 1120 and all(known for _, _, known in counted.values())
+    planned = {p.question: p for p in plan_claims(medium, {t: n for t, (n, _, _) in counted.items()})}
+    measured = [p for p in planned.values() if p.design is not None]
+    assert [p.question for p in measured] == [("method", "loramoe", "xlora"), ("selection", "manual", "ppl")]
+    assert harmonic(n for n, _, _ in counted.values()) == 275
+    for p in measured:
+        assert (p.family, p.level, p.design.cells, p.design.seeds) == (2, 0.025, 8, 3)
+        assert round(100 * p.design.mdd(p.level), 1) == 5.1
+
+
+def test_shipped_studies_fit_several_seeds():
+    assert len(load_config(find_study("lite")).seeds) == 3
+    assert len(load_config(find_study("medium")).seeds) == 3
+    assert len(load_config(find_study("ci")).seeds) == 2
 
 
 def test_quick_section_is_merged(tmp_path):
@@ -208,3 +217,19 @@ def test_model_override_replaces_the_study_models():
     assert {j.inputs["model"] for j in expand(cfg)} == {"tiny-llama"}
     with pytest.raises(ConfigError, match="models\\[0\\]"):
         load_config(find_study("lite"), overrides={"models": ["no/such model"]})
+
+
+def test_retest_draft_is_sized_to_detect_three_points_on_each_claim():
+    """studies/retest.yaml (item 8's draft): at least 3 seeds, LoRAMoE, X-LoRA, Rocket and the
+    uniform average fitted on PPL, Random and Manual; each of the paper's four claims detects 3
+    points at 80% power at its Holm level."""
+    from loraocean.report.findings import plan_claims, target_examples
+
+    cfg = load_config(find_study("retest"))
+    assert len(cfg.seeds) >= 3
+    assert {"loramoe", "xlora", "rocket", "uniform"} <= {m.name for m in cfg.moe_methods}
+    assert cfg.selection.strategies == ["ppl", "random", "manual"]
+    examples = {t: n for t, (n, _, _) in target_examples(cfg).items()}
+    planned = plan_claims(cfg, examples)
+    assert len(planned) == 4 and all(p.design is not None and p.family == 4 for p in planned)
+    assert all(p.design.mdd(p.level) <= 0.03 for p in planned)

@@ -47,7 +47,9 @@ def build(name: str, adapters):
         preset = dataclasses.replace(get_preset("smoke"), dropout=0.1)
         return get_peft_model(base, lora_config(base, preset)).train(), None
     method = get_method(name)
-    options = {"depth": 2, "hidden": 16, "dropout": 0.2} if name == "xlora" else {}
+    # loramoe: the plain balance loss (no loss on a one-type fit by default), so the aux path is checked
+    options = {"depth": 2, "hidden": 16, "dropout": 0.2} if name == "xlora" else \
+        {"balance_one_type": True} if name == "loramoe" else {}
     cfg = method.make_config(options)
     experts = [] if name == "loramoe" else [load_adapter(p) for p in adapters]
     moe = method.build(base, experts, cfg).train()

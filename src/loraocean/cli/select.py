@@ -29,6 +29,15 @@ def _print_one(sel) -> None:
     console.print(f"chosen: {', '.join(sel.chosen)}")
 
 
+def _print_excluded(sel) -> None:
+    """The candidates left out because their training data overlaps the target's test split."""
+    for task, o in sel.excluded.items():
+        typer.echo(f"left out {task}: {o['overlapping']} of {o['test_examples']} {sel.target} test examples "
+                   f"({100 * o['share']:.1f}%) share a {o['n']}-gram with its training split")
+    if sel.unchecked:
+        typer.echo(f"not checked for overlap (data not readable here): {', '.join(sel.unchecked)}")
+
+
 def _print_all(selections: dict, overlaps: dict) -> None:
     from loraocean.cli.console import make_console
     from rich.table import Table
@@ -82,6 +91,7 @@ def select_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the selection(s) to this JSON file."),
     map_file: Optional[Path] = typer.Option(None, "--map", help="Relevance map YAML for manual (default: the shipped one)."),
     include_target: bool = typer.Option(False, "--include-target", help="Let the target's own LoRA (and those of tasks built from the same dataset) be candidates."),
+    include_contaminated: bool = typer.Option(False, "--include-contaminated", help="Keep the LoRAs whose training split shares 13-grams with the target's test split (left out by default)."),
     base: str = typer.Option("ppl", "--base", help="Base strategy whose top candidates diversity chooses from."),
     pool: Optional[int] = typer.Option(None, "--pool", help="How many top candidates diversity (by --base) and rocket (by K-shot accuracy) choose from (default 2k)."),
     dev_limit: int = typer.Option(100, "--dev-limit", help="Target dev examples the oracle evaluates each LoRA on."),
@@ -101,8 +111,9 @@ def select_command(
 
     names = [strategy] + (["oracle"] if against_oracle and strategy not in ("all", "oracle") else [])
     selections = select_many(target, library, model, k, names, shots=shots, seed=seed,
-                             include_target=include_target, map_file=map_file, base=base, pool=pool,
-                             dev_limit=dev_limit, batch_size=batch_size)
+                             include_target=include_target, decontaminate=not include_contaminated,
+                             map_file=map_file, base=base, pool=pool, dev_limit=dev_limit, batch_size=batch_size)
+    _print_excluded(next(iter(selections.values())))
     scored = [score_against(s, selections["oracle"]) for n, s in selections.items() if n != "oracle"] \
         if against_oracle else []
     if strategy == "all":

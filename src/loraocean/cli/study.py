@@ -47,6 +47,10 @@ def run(
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="Refuse a study of more jobs than "
                                            "this (counted before any is built; default 20,000: raise it "
                                            "for a large grid on purpose)."),
+    seed_sd: float = typer.Option(3.0, "--seed-sd", help="With --dry-run: the assumed seed-to-seed "
+                                  "standard deviation of a method's accuracy, in points."),
+    discordance: float = typer.Option(0.20, "--discordance", help="With --dry-run: the assumed share "
+                                      "of test examples two runs answer differently."),
 ) -> None:
     """Run a study: build LoRAs, select experts, fit MoE methods, evaluate; resumable."""
     from loraocean.cli.console import make_console
@@ -88,6 +92,7 @@ def run(
             n, c, s = by_kind.get(job.kind, (0, 0, 0.0))
             by_kind[job.kind] = (n + 1, c + cached, s + (0 if cached else secs))
         console.print("; ".join(f"{k}: {n} jobs, {c} cached, ~{_minutes(s)}" for k, (n, c, s) in by_kind.items()))
+        power_table(console, cfg, seed_sd / 100, discordance)
         return
     summary = run_study(cfg, run_dir, executor=executor, workers=workers, address=address,
                         num_gpus=num_gpus, num_cpus=num_cpus, console=console, max_jobs=max_jobs)
@@ -107,6 +112,54 @@ def run(
     console.print(f"results: loraocean results {run_dir}")
     if summary.failed:
         raise typer.Exit(1)
+
+
+def power_table(console, cfg, seed_sd: float, discordance: float) -> None:
+    """Per claim of the paper: what the study can detect and what it needs to see the paper's effect."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from loraocean.report.findings import harmonic, plan_claims, target_examples
+    from loraocean.report.stats import needed
+
+    counted = target_examples(cfg)
+    available = harmonic(n for _, n, _ in counted.values())
+    planned = plan_claims(cfg, {t: n for t, (n, _, _) in counted.items()}, seed_sd, discordance)
+    family = planned[0].family if planned else 0
+    table = Table("claim", "cells (models x targets x levels)", "seeds", "test examples / target",
+                  "detects at 80% power", "the paper", "to see the paper's smallest / largest effect",
+                  title=f"Power before compute: the paper's claims, one Holm family of {family} tests "
+                        f"(the first judged at alpha {0.05 / max(family, 1):.3g})")
+    for p in planned:
+        factor, a, b = p.question
+        d = p.design
+        if d is None:
+            table.add_row(f"{a} vs {b}", "not measured", "–", "–", "–", "–", "–")
+            continue
+        mdd = d.mdd(p.level)
+        detects = "nothing (one seed)" if d.seeds < 2 else (f"{100 * mdd:.1f} points" if mdd < 1 else "nothing")
+        paper, need = "–", "–"
+        if p.paper:
+            paper = f"{p.paper[0]:.1f}-{p.paper[1]:.1f} points"
+            parts = []
+            for effect in p.paper:
+                n, _ = needed(d, effect / 100, p.level)
+                _, s = needed(replace(d, examples=available), effect / 100, p.level, most=available)
+                parts.append(f"{effect:.1f}: " + (f"{n:,} examples/target at {d.seeds} seeds" if n and n <= available
+                                                   else f"{s} seeds at all {available:,} examples/target" if s
+                                                   else "not with these targets (add targets or models)"))
+            need = "; ".join(parts)
+        table.add_row(f"{a} vs {b}", f"{d.cells} ({len(cfg.models)} x {len(cfg.tasks.targets)} x {len(p.levels)})",
+                      str(d.seeds), str(d.examples), detects, paper, need)
+    console.print(table)
+    assumed = [t for t, (_, _, known) in counted.items() if not known]
+    console.print(f"Assumes a seed-to-seed sd of {100 * seed_sd:.1f} points and {100 * discordance:.0f}% of "
+                  "test examples answered differently by two runs (--seed-sd, --discordance); example "
+                  "counts from the data" + (f", assumed for {', '.join(assumed)} (data not available here)"
+                                            if assumed else "") + f" ({available:,} per target in the "
+                  "targets' splits, harmonic mean). Levels: the selections both methods are fitted on, or "
+                  "the trained methods fitted on both selections; loraocean.report.stats.")
 
 
 def results(

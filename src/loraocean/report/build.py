@@ -118,6 +118,8 @@ def build_blocks(run_dir: Path, record: dict | None = None, frames=None) -> list
     if record is not None:
         record["can_show"] = shows
     conventions = list(dict.fromkeys(df["convention"]))
+    blocks += find.claim_blocks(df, preds, method_order, record)
+    blocks += find.contamination_blocks(run_dir, study)
     for model in list(dict.fromkeys(df["model"])):
         mdf = df[df["model"] == model]
         if len(set(df["model"])) > 1:
@@ -125,25 +127,14 @@ def build_blocks(run_dir: Path, record: dict | None = None, frames=None) -> list
         for conv in conventions:
             cdf = mdf[mdf["convention"] == conv]
             tag = f"{model}-{conv}".replace("/", "_")
-            blocks.append(("h2", f"Findings ({conv} convention)"))
-            results = find.findings(cdf, preds, conv, method_order)
-            if record is not None:
-                record.setdefault("findings", {})[f"{model} / {conv}"] = [f.record() for f in results]
             flagged = flags(cdf, preds)
-            blocks += [("li", f.sentence()) for f in results]
-            blocks.append(("p", "Paired tests: each comparison uses only evaluations that differ in the "
-                                "compared factor alone, on the same examples. The unit is the test "
-                                "example (its strategies, methods and seeds are strata): an exact "
-                                "sign-flip permutation test and a cluster-bootstrap 95% CI over examples. "
-                                "The findings above are one family, Holm-adjusted together; a win needs "
-                                "adjusted p < 0.05 and a CI excluding 0. Each finding states the true "
-                                "difference it would detect with 80% power at its size: a 'no clear "
-                                "difference' smaller than that says nothing about the paper's claim."))
             if flagged:
-                blocks.append(("p", f"Degenerate cells: {len(flagged)} evaluations answer exactly like the "
-                                    "base model ([=base]) or give one answer to at least 90% of examples "
-                                    "([one answer NN%]); they are marked in the tables below and any "
-                                    "comparison between them says so first."))
+                blocks.append(("h2", f"Cells that show no learning ({conv} convention)"))
+                blocks.append(("p", f"{len(flagged)} evaluations answer like the base model on at least 95% "
+                                    "of examples ([=base] or [near base NN%]), score inside the 95% interval "
+                                    "of the majority-label rate ([at majority NN%]) or give one answer to at "
+                                    "least 90% of examples ([one answer NN%]); they are marked in the tables "
+                                    "below, and a claim that includes one reads 'cannot tell'."))
             blocks.append(("h2", f"Results ({conv} convention)"))
             used = [s for s in strategies if s in set(cdf["selection"])] or ["none"]
             for strategy in used:
@@ -305,7 +296,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     md = write_text_atomic(run_dir / "report.md", to_markdown(blocks, run_dir), READABLE)
     page = write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title), READABLE)
     study = store.study_file(run_dir)
-    data = cost.results_json(run_dir, study, frames[0], record.get("findings", {}),
+    data = cost.results_json(run_dir, study, frames[0], record.get("claims", []),
                              record.get("costs", {}), record.get("can_show"))
     data["train_overrides"] = record.get("train_overrides", {})  # method -> fields; {}: equal budgets
     data["own_selections"] = record.get("own_selections", {})    # method -> strategies beyond the study's

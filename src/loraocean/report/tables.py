@@ -39,8 +39,11 @@ def pct(x) -> str:
 
 
 def cell(group, flagged: dict | None = None) -> tuple[float, str]:
-    """Mean value over seeds and its text: '62.0 (55.1–68.4)' for one seed, '62.0 ±1.3' for more,
-    followed by ' [=base]' (or another flag) when a seed's evaluation is a degenerate cell."""
+    """Mean value over seeds and its text: '62.0 (55.1–68.4)' for one evaluation, '62.0 ±1.3 (3
+    seeds)' for more (the standard deviation over the seeds' evaluations), followed by ' [=base]'
+    (or another flag) when a seed's evaluation is flagged. A reference evaluated once and listed
+    under every seed counts once."""
+    group = group.drop_duplicates("eval_key") if "eval_key" in group else group
     values = group["value"].to_numpy(dtype=float)
     mean = float(values.mean())
     marks = [flagged[k] for k in zip(group["eval_key"], group["convention"]) if k in (flagged or {})]
@@ -51,7 +54,7 @@ def cell(group, flagged: dict | None = None) -> tuple[float, str]:
         if row["ci_low"] is not None and not np.isnan(row["ci_low"]):
             return mean, f"{pct(mean)} ({pct(row['ci_low'])}–{pct(row['ci_high'])}){mark}"
         return mean, pct(mean) + mark
-    return mean, f"{pct(mean)} ±{100 * values.std(ddof=1):.1f}{mark}"
+    return mean, f"{pct(mean)} ±{100 * values.std(ddof=1):.1f} ({len(values)} seeds){mark}"
 
 
 def ordered(values, preferred: list[str]) -> list[str]:
@@ -90,11 +93,13 @@ def method_by_target(df, selection: str, methods: list[str], targets: list[str],
     rows.append(["majority label"] + [pct(m) for m in maj] + [pct(np.mean(known)) if known else "–"])
     return Table(title=f"Accuracy (%) by method and target task, {selection} selection",
                  headers=["method"] + targets + ["avg"], rows=rows, values=values,
-                 note="Cells: accuracy with its 95% bootstrap CI (one seed) or ± the standard deviation "
-                      "over seeds. 'majority label' is the accuracy of always answering the most "
-                      "frequent label of that evaluation set: methods near it learned little. "
-                      "[=base]: every answer equals the base model's; [one answer NN%]: the most "
-                      "frequent answer covers NN% >= 90% of examples.")
+                 note="Cells: accuracy with its 95% bootstrap CI (one evaluation) or, for a fitted method, "
+                      "the mean over its seeds ± the standard deviation over them (the seed spread). "
+                      "'majority label' is the accuracy of always answering the most frequent label of "
+                      "that evaluation set: methods near it learned little. [=base] / [near base NN%]: "
+                      "every answer / NN% >= 95% of answers equal the base model's; [at majority NN%]: "
+                      "accuracy inside the 95% interval of the majority-label rate NN%; [one answer NN%]: "
+                      "the most frequent answer covers NN% >= 90% of examples.")
 
 
 def selection_by_method(df, strategies: list[str], methods: list[str]) -> Table:

@@ -101,12 +101,15 @@ def build(library: str | Path, model: str | ModelRef, targets: list[str], cache:
 
 def oracle(atlas: Atlas, target: str, k: int) -> Selection:
     """The oracle's ranking for `target` read off the atlas: the same candidates as every strategy
-    (the target's own LoRA and those sharing its data left out), best dev score first."""
-    from loraocean.selection.candidates import check_k
+    (the target's own LoRA, those sharing its data and the contaminated ones left out), best dev
+    score first."""
+    from loraocean.selection.candidates import check_k, contaminated
     from loraocean.selection.oracle import rank
 
     pool = list_candidates(atlas.library, atlas.model, target)
-    check_k(k, pool, target, include_target=False)
+    excluded, _ = contaminated(pool, target)
+    pool = [e for e in pool if e.task not in excluded]
+    check_k(k, pool, target, include_target=False, excluded=excluded)
     scored = [(atlas.value[(e.task, target)], atlas.metric[target], atlas.n[target], e) for e in pool]
     return Selection(strategy="oracle", target=target, model=atlas.model, k=k, seed=atlas.seed,
                      shots=0, data_hash="", ranking=rank(scored, target, atlas.split),

@@ -114,6 +114,8 @@ class Selection:
     uses_target_labels: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     library: str = ""
+    excluded: dict[str, dict] = field(default_factory=dict)  # contaminated candidates left out: overlap
+    unchecked: list[str] = field(default_factory=list)       # candidates whose data could not be checked
     created: str = ""
     versions: dict[str, Any] = field(default_factory=dict)
 

@@ -1,6 +1,7 @@
 """The candidate experts of a selection: the library LoRAs of one base model, the target's own LoRA
 (and the LoRA of any catalog task built from the same dataset, e.g. siqa for bb_social_iqa) left
-out unless asked for."""
+out unless asked for, and the LoRAs whose training split shares 13-grams with the target's test
+split (`contaminated`, `tasks.overlap`) left out by default."""
 
 from __future__ import annotations
 
@@ -44,11 +45,39 @@ def candidates(root: str | Path, model_name: str, target: str, include_target: b
     return sorted(mine, key=lambda e: e.task)
 
 
-def check_k(k: int, pool: list, target: str, include_target: bool) -> None:
+def check_k(k: int, pool: list, target: str, include_target: bool, excluded: dict | None = None) -> None:
     if k < 1:
         raise ConfigError(f"--k must be at least 1 (got {k})")
     if k > len(pool):
         hint = "" if include_target else (" (the target's own LoRA, and any LoRA of a task built from the "
                                           "same dataset, is excluded; --include-target allows them)")
+        if excluded:
+            hint += (f" ({', '.join(sorted(excluded))} left out: their training data overlaps the target's "
+                     "test split; --include-contaminated allows them)")
         raise ConfigError(f"--k {k} is larger than the {len(pool)} candidate LoRAs for target "
                           f"{target!r}{hint}; lower --k or add LoRAs to the library")
+
+
+def task_ref(entry) -> str:
+    """The task reference of a library entry that `tasks.get_task` resolves: its catalog name, else
+    the source its card records (a BIG-bench folder read by path)."""
+    from loraocean.tasks import CATALOG
+
+    return entry.task if entry.task in CATALOG else entry.card.get("task_source") or entry.task
+
+
+def contaminated(entries: list, target: str) -> tuple[dict[str, dict], list[str]]:
+    """({task: overlap record} of the entries whose training split contaminates `target`'s test
+    split, [tasks whose data could not be read here, so were not checked])."""
+    from loraocean.tasks.overlap import overlap
+
+    found, unchecked = {}, []
+    for entry in entries:
+        try:
+            record = overlap(task_ref(entry), target)
+        except LoraOceanError:
+            unchecked.append(entry.task)
+            continue
+        if record.contaminated:
+            found[entry.task] = record.to_dict()
+    return found, unchecked

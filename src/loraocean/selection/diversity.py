@@ -54,6 +54,32 @@ def weight_inner(x: dict, y: dict) -> float:
     return total
 
 
+def tensor_similarity(x: dict, y: dict) -> float:
+    """Rocket's reference similarity of two LoRAs (`Model_Selection/group_diversity.py`): the sum
+    over their weight tensors (each module's A and B) of |cosine| between the two flattened
+    tensors; a LoRA of lower rank is zero-padded, a module one of them lacks adds nothing."""
+    total = 0.0
+    for module in x.keys() & y.keys():
+        (a1, b1, _), (a2, b2, _) = x[module], y[module]
+        r = min(a1.shape[0], a2.shape[0])
+        for t1, t2, p1, p2 in ((a1, a2, a1[:r], a2[:r]), (b1, b2, b1[:, :r], b2[:, :r])):
+            norms = float(t1.norm() * t2.norm())
+            total += abs(float((p1 * p2).sum())) / norms if norms > 0 else 0.0
+    return total
+
+
+def tensor_similarity_matrix(folders: list) -> torch.Tensor:
+    """Pairwise `tensor_similarity` of the LoRAs in `folders` (the diagonal: their number of
+    tensors)."""
+    factors = [lora_factors(f) for f in folders]
+    n = len(factors)
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i, n):
+            out[i, j] = out[j, i] = tensor_similarity(factors[i], factors[j])
+    return out
+
+
 def _cosines(folders: list, product) -> torch.Tensor:
     factors = [lora_factors(f) for f in folders]
     n = len(factors)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from loraocean.selection.base import ModelRef, Selection, get_strategy
 from loraocean.selection.candidates import candidates as list_candidates
-from loraocean.selection.candidates import check_k
+from loraocean.selection.candidates import check_k, contaminated
 
 # the order of `--strategy all` (diversity after ppl, so it reuses the ppl ranking)
 ALL = ("manual", "random", "embedding", "ppl", "diversity", "rocket", "oracle")
@@ -15,17 +15,20 @@ NEEDS_EXAMPLES = {"ppl", "embedding", "rocket"}
 
 
 def select(target: str, library: str | Path, model: str | ModelRef, k: int = 4, strategy: str = "ppl",
-           shots: int = 32, seed: int = 0, include_target: bool = False, **options) -> Selection:
+           shots: int = 32, seed: int = 0, include_target: bool = False, decontaminate: bool = True,
+           **options) -> Selection:
     """One strategy's ranking of the library LoRAs of `model` for `target`; the first k are chosen.
 
     options: map_file (manual), base and pool (diversity), pool (rocket's shortlist), dev_limit
-    (oracle), batch_size.
+    (oracle), batch_size. `decontaminate`: leave out the LoRAs whose training split shares 13-grams
+    with the target's test split (`candidates.contaminated`; recorded in `Selection.excluded`).
     """
-    return select_many(target, library, model, k, [strategy], shots, seed, include_target, **options)[strategy]
+    return select_many(target, library, model, k, [strategy], shots, seed, include_target, decontaminate,
+                       **options)[strategy]
 
 
 def select_many(target: str, library: str | Path, model: str | ModelRef, k: int, strategies: list[str],
-                shots: int = 32, seed: int = 0, include_target: bool = False,
+                shots: int = 32, seed: int = 0, include_target: bool = False, decontaminate: bool = True,
                 **options) -> dict[str, Selection]:
     """Several strategies on the same candidates and target examples (`all` expands to every one)."""
     from loraocean.errors import ConfigError
@@ -39,7 +42,9 @@ def select_many(target: str, library: str | Path, model: str | ModelRef, k: int,
         raise ConfigError(f"--shots must be at least 1 (got {shots})")
     ref = model if isinstance(model, ModelRef) else ModelRef(model)
     pool = list_candidates(library, ref.name, spec.name, include_target)
-    check_k(k, pool, spec.name, include_target)
+    excluded, unchecked = contaminated(pool, target) if decontaminate else ({}, [])
+    pool = [e for e in pool if e.task not in excluded]
+    check_k(k, pool, spec.name, include_target, excluded)
     uses = set(selectors) | ({selectors["diversity"].base} if "diversity" in selectors else set())
     examples = load_split(spec, "train", limit=shots, seed=seed) if uses & NEEDS_EXAMPLES else []
     out: dict[str, Selection] = {}
@@ -53,7 +58,8 @@ def select_many(target: str, library: str | Path, model: str | ModelRef, k: int,
             strategy=name, target=spec.name, model=ref.name, k=k, seed=seed, shots=len(examples),
             data_hash=data_hash(examples) if examples else "", ranking=ranking,
             higher_is_better=selector.higher_is_better, uses_target_labels=selector.uses_target_labels,
-            options={**recorded, "include_target": include_target}, library=str(library))
+            options={**recorded, "include_target": include_target, "decontaminate": decontaminate},
+            library=str(library), excluded=excluded, unchecked=unchecked)
     return out
 
 

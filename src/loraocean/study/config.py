@@ -14,7 +14,8 @@ file, line and YAML path of the bad value (e.g. ``studies/lite.yaml, line 14, me
       - {name: METHOD, train: {lr: 5.0e-5, epochs: 5}}  # a per-method budget (default: the preset's)
       - {name: METHOD, selection: [manual]}     # the strategies this method is fitted on
     selection: {strategies: [ppl, random, manual], compare: [embedding], k: 3, shots: 16}
-    seeds: [0]
+                                                # (+ decontaminate: true, include_target: false)
+    seeds: [0, 1, 2]                            # training seeds: each fitted method once per seed
     evaluation: {convention: lm-eval, batch_size: 8}  # + harness: lm-eval, harness_tasks: [arc_easy]
     caps: {max_train: 96, max_train_steps: 12, max_fit: 48, max_fit_steps: 4, max_eval: 80}
     executor: {kind: local}
@@ -91,6 +92,7 @@ class Selection:
     k: int = 3
     shots: int = 16
     include_target: bool = False
+    decontaminate: bool = True  # leave out candidates whose training split overlaps the target's test split
 
 
 @dataclass
@@ -332,7 +334,9 @@ def _build(data: dict, where: _Where) -> StudyConfig:
         k=_typed(sel.get("k", 3), int, "selection.k", where, "an integer"),
         shots=_typed(sel.get("shots", 16), int, "selection.shots", where, "an integer"),
         include_target=_typed(sel.get("include_target", False), bool, "selection.include_target",
-                              where, "true or false"))
+                              where, "true or false"),
+        decontaminate=_typed(sel.get("decontaminate", True), bool, "selection.decontaminate",
+                             where, "true or false"))
     seeds = top.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
@@ -519,5 +523,11 @@ def _validate_values(cfg: StudyConfig, where: _Where) -> None:
 
 
 def candidates_for(cfg: StudyConfig, target: str) -> list[str]:
-    """The library tasks a selection strategy may choose from for `target`."""
-    return [t for t in cfg.tasks.library if cfg.selection.include_target or t != target]
+    """The library tasks a selection strategy may choose from for `target`: not the target itself
+    nor a task built from the same data (`tasks.same_data`), unless selection.include_target. (The
+    selection also leaves out, at run time, those whose training data overlaps the target's test
+    split.)"""
+    from loraocean.tasks import same_data
+
+    own = {target} | same_data(target)
+    return [t for t in cfg.tasks.library if cfg.selection.include_target or t not in own]

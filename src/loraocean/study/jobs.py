@@ -19,7 +19,11 @@ KINDS = ("lora", "select", "fit", "eval")
 # (`--max-jobs`): a typo in a grid (500 seeds) should cost a line, not hours or gigabytes.
 MAX_JOBS = 20_000  # loralib.yaml, the largest shipped study, has 17,680
 # Part of every key: bump it when what a stage writes changes, so old cached results are not reused.
-FORMAT = 2  # 2: library cards and MoE checkpoint cards carry an integrity record (card_version 2)
+# 2: library cards and MoE checkpoint cards carry an integrity record (card_version 2)
+# 3: the fit seed seeds each method's initialisation; lr sweep on dev; Rocket's dropout 0.05 and
+#    per-tensor diversity, reasoning perplexity with EOS; LoRAMoE without balance loss on one task
+#    type; contaminated candidates left out of selection; inference cost in eval results
+FORMAT = 3
 
 
 @dataclass
@@ -63,8 +67,20 @@ def library_id(cfg: StudyConfig, model: str) -> dict:
             "max_train": cfg.caps.max_train, "max_steps": cfg.caps.max_train_steps}
 
 
+def lr_grid_of(cfg: StudyConfig) -> list[float]:
+    """The learning rates every trained method of the study chooses from (its fit preset's)."""
+    from loraocean.errors import UnknownNameError
+    from loraocean.moe.presets import get_preset
+
+    try:
+        return list(get_preset(cfg.library.preset).lr_grid)
+    except UnknownNameError:  # validated elsewhere; a stand-in study may name no real preset
+        return []
+
+
 def expand(cfg: StudyConfig) -> list[Job]:
     jobs: dict[str, Job] = {}
+    lr_grid = lr_grid_of(cfg)
     for model in cfg.models:
         lib = library_id(cfg, model)
         loras: dict[str, Job] = {}
@@ -93,7 +109,8 @@ def expand(cfg: StudyConfig) -> list[Job]:
                 for strategy in ranked:
                     sel_inputs = {"model": model, "target": target, "strategy": strategy,
                                   "k": cfg.selection.k, "shots": cfg.selection.shots, "seed": seed,
-                                  "candidates": candidates, "deps": cand_keys}
+                                  "candidates": candidates, "decontaminate": cfg.selection.decontaminate,
+                                  "deps": cand_keys}
                     sel = _add(jobs, Job("select", hash_obj([FORMAT, "select", sel_inputs]), sel_inputs, cand_keys))
                     for method in cfg.moe_methods:
                         if strategy not in fitted[method.name]:
@@ -104,6 +121,8 @@ def expand(cfg: StudyConfig) -> list[Job]:
                                       "preset": cfg.library.preset, "deps": [sel.key] + cand_keys}
                         if method.train:  # only then: keys of fits at the preset's budget stay as they were
                             fit_inputs["train"] = method.train
+                        if lr_grid and method.method.trains and "lr" not in method.train:
+                            fit_inputs["lrs"] = lr_grid  # equal tuning: the preset's grid, chosen on dev
                         fit = _add(jobs, Job("fit", hash_obj([FORMAT, "fit", fit_inputs]), fit_inputs,
                                              [sel.key] + cand_keys))
                         ev_inputs = {**eval_common, "method": method.name, "selection": strategy,
@@ -129,6 +148,7 @@ def size(cfg: StudyConfig) -> tuple[int, float]:
     n, seconds = 0, 0.0
     seeds = len(cfg.seeds)
     ranked, fitted = _ranked(cfg)
+    lr_grid = lr_grid_of(cfg)
     for model in cfg.models:
         lib = library_id(cfg, model)
         n += len(cfg.tasks.library)
@@ -151,6 +171,8 @@ def size(cfg: StudyConfig) -> tuple[int, float]:
                         continue
                     fit = {"model": model, "method": method.name, "max_fit": cfg.caps.max_fit,
                            "max_steps": cfg.caps.max_fit_steps}
+                    if lr_grid and method.method.trains and "lr" not in method.train:
+                        fit["lrs"] = lr_grid  # as expand: the sweep multiplies the fit's cost
                     ev = {**common, "method": method.name, "selection": strategy}
                     n += 2 * seeds
                     seconds += seeds * (estimate_seconds(Job("fit", "", fit), cfg)
@@ -223,7 +245,9 @@ def estimate_seconds(job: Job, cfg: StudyConfig) -> float:
     if job.kind == "select":
         scoring = len(i["candidates"]) * 1.5 * TOKENS_PER_EXAMPLE / (3 * rate)  # per example, all LoRAs
         return selection_seconds(i["strategy"], scoring, i["shots"])
-    if job.kind == "fit":
-        return _train_tokens(i["max_fit"], i["max_steps"], 8) * _method_cost(i["method"], "train_cost") / rate
+    if job.kind == "fit":  # each learning rate of the sweep trains once, then scores the dev examples
+        runs = len(i.get("lrs") or [0])
+        dev = (runs * 100 * 1.5 * TOKENS_PER_EXAMPLE / (3 * rate)) if i.get("lrs") else 0.0
+        return runs * _train_tokens(i["max_fit"], i["max_steps"], 8) * _method_cost(i["method"], "train_cost") / rate + dev
     n = (i["max_eval"] or 500) + (ROUTING_EXAMPLES if i["selection"] else 0)
     return n * 1.5 * TOKENS_PER_EXAMPLE * _method_cost(i["method"], "eval_cost") / (3 * rate)

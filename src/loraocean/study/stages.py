@@ -12,6 +12,7 @@ study machinery loads without them. Tests run the graph with stand-in stages of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from datetime import datetime, timezone
@@ -65,8 +66,9 @@ def select(job: Job, ctx, out: Path) -> dict:
     model, tokenizer = ctx.fresh(i["model"])
     sel = run_selection(ctx.task(i["target"]), ctx.library_root(i["model"]), ModelRef(i["model"], model, tokenizer),
                         k=i["k"], strategy=i["strategy"], shots=i["shots"], seed=i["seed"],
-                        include_target=ctx.cfg.selection.include_target)
-    listed = [c.task for c in sel.ranking]
+                        include_target=ctx.cfg.selection.include_target,
+                        decontaminate=i.get("decontaminate", True))
+    listed = [c.task for c in sel.ranking] + list(sel.excluded)
     if sorted(listed) != sorted(get_task(ctx.task(t)).name for t in i["candidates"]):
         raise LoraOceanError(f"library {ctx.library_root(i['model'])} holds {sorted(listed)} as candidates "
                              f"for {i['target']}, but the study expects {sorted(i['candidates'])}; a shared "
@@ -74,7 +76,7 @@ def select(job: Job, ctx, out: Path) -> dict:
     (out / "selection.json").write_text(json.dumps(sel.to_dict(), indent=2, default=str), encoding="utf-8")
     return {"experts": sel.chosen, "data_hash": sel.data_hash,
             "ranking": [{"task": c.task, "score": c.score, "reason": c.reason} for c in sel.ranking],
-            "created": _now()}
+            "excluded": sel.excluded, "unchecked": sel.unchecked, "created": _now()}
 
 
 def fit(job: Job, ctx, out: Path) -> dict:
@@ -91,7 +93,7 @@ def fit(job: Job, ctx, out: Path) -> dict:
     card = moe_fit(i["method"], i["model"], experts, ctx.task(i["target"]), ckpt, library=ctx.library_root(i["model"]),
                    preset=moe_preset(i["preset"]).capped(i["max_fit"], i["max_steps"]), options=i["config"],
                    seed=i["seed"], model=model, tokenizer=tokenizer, on_step=_progress(ctx, "fit"),
-                   train=i.get("train"))
+                   train=i.get("train"), lrs=i.get("lrs"))
     card = _jsonable(card)
     if isinstance(card, dict):
         card.pop("losses", None)
@@ -143,8 +145,9 @@ def evaluate(job: Job, ctx, out: Path) -> dict:
         done[0] += n
         ctx.progress(done[0], len(examples), "eval")
 
-    result = run_eval(model, tokenizer, spec, examples, convention=i["convention"],
-                      batch_size=ctx.cfg.evaluation.batch_size, progress=progress)
+    with measured(model, tokenizer, examples) as cost:
+        result = run_eval(model, tokenizer, spec, examples, convention=i["convention"],
+                          batch_size=ctx.cfg.evaluation.batch_size, progress=progress)
     scores, preds = score_rows(result)
     if i.get("harness"):  # lm-eval's tasks too: one score row per task, convention "lm-eval:<task>"
         from loraocean.bridges.lm_eval_bridge import harness_scores
@@ -155,7 +158,41 @@ def evaluate(job: Job, ctx, out: Path) -> dict:
     write_predictions(out, preds)
     gates = routing(model, tokenizer, examples)  # None unless the model is an MoEModel
     return {"scores": scores, "adapters": adapters, "routing": _jsonable(gates), "template": result.template,
-            "top_prediction_rate": result.top_prediction_rate, "created": _now()}
+            "top_prediction_rate": result.top_prediction_rate, "inference": cost, "created": _now()}
+
+
+@contextlib.contextmanager
+def measured(model, tokenizer, examples):
+    """Inference cost of the evaluation inside the block, filled into the yielded dict: wall seconds,
+    latency per example, tokens per second (each example's prompt and reference answer, the same
+    tokens for every method) and peak memory (CUDA: the peak allocated during the block; CPU: the
+    process's peak resident size so far, an upper bound)."""
+    import resource
+    import time
+
+    import torch
+
+    from loraocean.batching import encode
+
+    cost: dict = {}
+    device = next(model.parameters()).device
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    yield cost
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(encode(ex, tokenizer).input_ids) for ex in examples)
+    peak = (torch.cuda.max_memory_allocated(device) if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux: KiB
+    cost.update({"seconds": round(seconds, 3), "examples": len(examples),
+                 "latency_ms": round(1000 * seconds / max(len(examples), 1), 2), "tokens": tokens,
+                 "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+                 "peak_mb": round(peak / 2 ** 20, 1), "memory": "cuda peak allocated" if cuda
+                 else "process peak RSS"})
 
 
 # The headline rule of each convention in an EvalResult's metrics table (evaluation room's names).

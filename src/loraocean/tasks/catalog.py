@@ -242,10 +242,16 @@ CATALOG_40 = (
 )
 
 
-# Catalog tasks built from the same underlying dataset (BIG-bench's copies of public sets): a LoRA
-# trained on one has seen questions of the other, so expert selection treats it like the target's
-# own LoRA (`same_data`).
-SAME_DATA = (("bb_social_iqa", "siqa"), ("bb_strategyqa", "strategyqa"))
+# Catalog tasks built from the same underlying data: a LoRA trained on one has seen questions (or
+# test answers) of the other, so expert selection treats it like the target's own LoRA
+# (`same_data`). The n-gram check (`tasks.overlap`, run by selection) catches overlap this list
+# does not name; this list holds the pairs known from the data sets' own documentation:
+# - gsm8k is GSM8K's TEST split re-split, gsm8k_hub's test split is the same 1,319 problems;
+# - BIG-bench's social_iqa and strategyqa are copies of Social IQa and StrategyQA;
+# - MathQA annotates AQuA-RAT's problems with operation programs (Amini et al., 2019);
+# - QNLI is built from SQuAD v1.1's questions and Wikipedia sentences (GLUE).
+SAME_DATA = (("bb_social_iqa", "siqa"), ("bb_strategyqa", "strategyqa"), ("gsm8k", "gsm8k_hub"),
+             ("mathqa", "aqua_rat"), ("qnli", "squad"))
 
 
 def same_data(name: str) -> set[str]:

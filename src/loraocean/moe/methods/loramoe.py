@@ -12,11 +12,12 @@ the "knowledge" category and 0 for the others.
 
 The localized part needs two kinds of example: the paper mixes world-knowledge data into the
 fine-tuning set so that one half of the experts keeps it. When the fit's examples are all of one
-type (the usual benchmark fit on one target), the hook sets no task_type and the loss is the plain
-balance variant, I = 1: beta * squared coefficient of variation of Q, pushing toward equal use of
-all experts rather than toward an arbitrary half of the library experts. Experts are the selected
-library LoRAs (their FFN parts) or, with no experts given, `n_experts` fresh LoRAs (A kaiming, B
-zero).
+type (the usual benchmark fit on one target), the hook sets no task_type and, as in the reference
+(its constraint needs both types; its released script sets the weight to 0), no auxiliary loss is
+added. `balance_one_type=True` adds instead the plain balance variant, I = 1: beta * squared
+coefficient of variation of Q, pushing toward equal use of all experts (our earlier default, an
+extension). Experts are the selected library LoRAs (their FFN parts) or, with no experts given,
+`n_experts` fresh LoRAs (A kaiming, B zero).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Config:
     beta: float = 0.1           # LBC weight (paper value unverified)
     delta: float = 0.1          # LBC importance margin (paper value unverified)
     train_experts: bool = True  # False: routers only
+    balance_one_type: bool = False  # a fit of one task type: add the plain balance loss (not the reference)
     seed: int = 0
 
     def __post_init__(self):
@@ -94,6 +96,8 @@ def batch_hook(model: MoEModel, ctx):
 def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     """The sum of every routed layer's constraint, computed over the layers' gates stacked (one
     set of small operations per step instead of one per layer: on a GPU each costs a launch)."""
+    if model.task_type is None and not cfg.balance_one_type:
+        return None  # one task type: the reference adds no constraint
     gates = [layer.last_gates for layer in model.layers().values() if layer.last_gates is not None]
     if not gates:
         return None
@@ -104,7 +108,7 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
                  compared_with=("rocket", "xlora"))
 def build(base, experts, cfg: Config) -> MoEModel:
     """LoRAMoE: FFN-only experts, dense softmax router per Linear (float32 weight and softmax), LBC
-    auxiliary loss (localized when the fit mixes task types, else plain balance)."""
+    auxiliary loss (when the fit mixes task types; none on one type unless balance_one_type)."""
     targets = models.targets(base, "mlp")
     if experts:
         experts = [e.only(targets) for e in experts]

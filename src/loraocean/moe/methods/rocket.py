@@ -6,6 +6,7 @@ The alpha/r question: the reference code leaves each expert's alpha/r scaling ou
 forward. We keep it (`keep_scaling=True`): the experts were trained with that scaling, so keeping
 it makes a one-hot gate reproduce the library LoRA exactly, which is what "initialised from a
 library LoRA" should mean. `keep_scaling=False` reproduces the reference behaviour.
+Expert dropout 0.05 on each expert's input, as the reference's `lora_dropout`.
 Expert selection (accuracy / reasoning perplexity / diversity) is the `rocket` strategy of
 `loraocean.selection`; a study that lists this method also fits it on that strategy's experts
 (`default_selection`). The reference code trains with lr 5e-5 for 5 epochs (`train_overrides`,
@@ -31,11 +32,13 @@ class Config:
     router_only: bool = False       # True: experts frozen, only the gates train
     keep_scaling: bool = True       # see the module docstring
     targets: list[str] | None = None  # leaf names to adapt; None: every module the experts adapt
+    dropout: float = 0.05           # on each expert's input, as the reference's lora_dropout
     seed: int = 0
 
     def __post_init__(self):
         check_types(self)
         check_config(self, "top_k", self.top_k >= 1, "must be at least 1")
+        check_config(self, "dropout", 0 <= self.dropout < 1, "must be in [0, 1)")
 
 
 @register_method("rocket", Config, trains=True, train_cost=1.3, default_selection="rocket",
@@ -48,7 +51,7 @@ def build(base, experts, cfg: Config) -> MoEModel:
     n = len(experts)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        layers = inject(base, experts, cfg.targets, 0.0,
+        layers = inject(base, experts, cfg.targets, cfg.dropout,
                         router=lambda layer: SoftmaxRouter(layer.d_in, n, top_k=cfg.top_k)
                         .to(layer.lora_A.device))
     for layer in layers.values():
