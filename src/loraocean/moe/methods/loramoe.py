@@ -101,7 +101,8 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
 
 
 @register_method("loramoe", Config, trains=True, aux_loss=aux_loss, batch_hook=batch_hook, train_cost=1.5,
-                 compared_with=("rocket", "xlora"))
+                 compared_with=("rocket", "xlora"), cite="Dou et al., arXiv 2312.09979",
+                 degenerates=("base", "expert"))
 def build(base, experts, cfg: Config) -> MoEModel:
     """LoRAMoE: FFN-only experts, dense softmax router per Linear (float32 weight and softmax), LBC
     auxiliary loss (localized when the fit mixes task types, else plain balance)."""
