@@ -101,7 +101,7 @@ class Method:
         if unknown:
             raise ConfigError(f"method {self.name}: degenerates {sorted(unknown)}; use {DEGENERATE_CASES}")
         if not getattr(self.build, "_loraocean_named", False):
-            self.build = _named(self.build, self.name)
+            self.build = _named(self.build, self.name, self.trains)
 
     def make_config(self, overrides: dict | None = None, n_experts: int | None = None):
         """The config dataclass with `overrides` applied (unknown keys name the known ones; the
@@ -123,13 +123,16 @@ class Method:
 METHODS = Registry("MoE method", ENTRY_POINT_GROUP, hint="`loraocean moe methods`")
 
 
-def _named(build: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """`build` whose model carries the method's name (bound once, at registration)."""
+def _named(build: Callable[..., Any], name: str, trains: bool) -> Callable[..., Any]:
+    """`build` whose model carries the method's name (bound once, at registration); the model of
+    a method that does not train has no parameter that requires grad."""
 
     @functools.wraps(build)
     def named(*args, **kwargs):
         model = build(*args, **kwargs)
         model.method = name
+        if not trains:
+            model.requires_grad_(False)
         return model
 
     named._loraocean_named = True

@@ -129,7 +129,7 @@ def balance_loss(gates: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     if cfg.balance_coef == 0:
         return None
-    losses = [balance_loss(layer.last_gates, model.attention_mask) for layer in model.layers().values()
+    losses = [balance_loss(model.gates_of(layer), model.attention_mask) for layer in model.layers().values()
               if layer.last_gates is not None]
     return cfg.balance_coef * torch.stack(losses).sum() if losses else None
 

@@ -94,7 +94,7 @@ def batch_hook(model: MoEModel, ctx):
 def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     """The sum of every routed layer's constraint, computed over the layers' gates stacked (one
     set of small operations per step instead of one per layer: on a GPU each costs a launch)."""
-    gates = [layer.last_gates for layer in model.layers().values() if layer.last_gates is not None]
+    gates = [model.gates_of(layer) for layer in model.layers().values() if layer.last_gates is not None]
     if not gates:
         return None
     return lbc_loss(torch.stack(gates), model.task_type, model.attention_mask, cfg.beta, cfg.delta)

@@ -87,5 +87,5 @@ def build(base, experts, cfg: Config, combination: str):
 for _combination in COMBINATIONS:
     register_method(f"merge_{_combination}", Config, prepare=partial(prepare, combination=_combination),
                     description=f"PEFT add_weighted_adapter merge ({_combination}) of the selected LoRAs",
-                    export=LORA, degenerates=("expert",) if _combination == "cat" else ())(
+                    export=LORA, degenerates=("expert",) if _combination in ("cat", "linear", "svd") else ())(
         partial(build, combination=_combination))

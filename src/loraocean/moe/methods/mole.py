@@ -53,7 +53,7 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     losses = []
     mask = model.attention_mask
     for layer in model.layers().values():
-        g = layer.last_gates
+        g = model.gates_of(layer)
         if g is None:
             continue
         g = g.float()
