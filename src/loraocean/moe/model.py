@@ -73,7 +73,9 @@ class MoEModel(nn.Module):
 
     # what a checkpoint stores ------------------------------------------------------------------
     def moe_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor the method added (experts, routers, classifiers), none of the base model's."""
+        """Every tensor the method added (experts, routers, classifiers), none of the base model's:
+        the tensors of every MoE layer but its frozen `base`, and those of every module attached
+        to this model beside `base`."""
         state = {}
         for name, layer in self.layers().items():
             for key, value in layer.state_dict().items():
@@ -86,7 +88,10 @@ class MoEModel(nn.Module):
         return {k: v.detach().contiguous() for k, v in state.items()}
 
     def load_moe_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        own = self.moe_state_dict()
+        """Load what `moe_state_dict` saved. A subclass that saves more (its own state) overrides
+        both: it adds its tensors in `moe_state_dict`, and here takes them out of `state` before
+        calling this, which checks and loads the layers' and attached modules' tensors."""
+        own = MoEModel.moe_state_dict(self)
         missing, unexpected = set(own) - set(state), set(state) - set(own)
         if missing or unexpected:
             raise KeyError(f"checkpoint tensors do not match the method's layout: missing "

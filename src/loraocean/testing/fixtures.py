@@ -77,7 +77,8 @@ class Kit:
         with torch.random.fork_rng():
             torch.manual_seed(1000 * self.seed + i)
             model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=models.targets(base, "all"),
-                                                    init_lora_weights=False))
+                                                    init_lora_weights=False,
+                                                    fan_in_fan_out=base.config.model_type == "gpt2"))  # Conv1D
             with torch.no_grad():
                 for key, p in model.named_parameters():
                     if "lora_B" in key:
