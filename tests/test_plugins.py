@@ -51,6 +51,12 @@ def test_the_dist_info_declares_what_pyproject_does():
     assert declared == written and set(declared) == {"loraocean.methods", "loraocean.strategies"}
 
 
+def test_the_docs_listing_is_the_plugin_method():
+    doc = (ROOT / "docs" / "adding-a-method.md").read_text()
+    code = re.search(r"```python\n(# loraocean_plugin_demo/method\.py\n.*?)```", doc, re.S).group(1)
+    assert code == (PLUGIN / "loraocean_plugin_demo" / "method.py").read_text()
+
+
 def test_plugin_method_is_found_listed_and_conforms(installed, tmp_path, capsys):
     from test_moe_cli import run
 

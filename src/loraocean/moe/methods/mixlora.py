@@ -263,8 +263,9 @@ def build(base, experts, cfg: Config) -> MoEModel:
     if offset:
         gates = [1.0] + [0.0] * len(mlp_experts)
         inject(base, experts, attention, cfg.dropout, router=lambda layer: FixedGates(gates).to(layer.lora_A.device))
-    modules = list(dict.fromkeys(m for e in mlp_experts for m in e.modules))
-    blocks = mlp_blocks(modules, base)
+    position = {name: i for i, (name, _) in enumerate(base.named_modules())}
+    modules = sorted({m for e in mlp_experts for m in e.modules}, key=lambda m: position.get(m, -1))
+    blocks = mlp_blocks(modules, base)  # in the model's order: routers.<i> is the i-th block
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         routers = {parent: BlockRouter(linear_dims(base.get_submodule(ins[0]))[0], len(mlp_experts), cfg.top_k,
