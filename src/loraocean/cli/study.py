@@ -106,7 +106,7 @@ def run(
 def results(
     run_dir: Path = typer.Argument(default_run_dir("lite", False), help="Run folder of a study."),
     where: list[str] = typer.Option([], "--where", help="Filter COLUMN=VALUE (or !=, >=, <=, >, <); "
-                                    "repeat to combine, e.g. --where method=loramoe --where seed=0."),
+                                    "repeat to combine, e.g. --where target=gsm8k --where seed=0."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the full rows to this CSV file."),
 ) -> None:
     """Print a study's results table (one row per model, target, method, selection, seed, convention)."""

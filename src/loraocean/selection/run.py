@@ -20,8 +20,8 @@ def select(target: str, library: str | Path, model: str | ModelRef, k: int = 4, 
            shots: int = 32, seed: int = 0, include_target: bool = False, **options) -> Selection:
     """One strategy's ranking of the library LoRAs of `model` for `target`; the first k are chosen.
 
-    options: map_file (manual), base and pool (diversity), pool (rocket's shortlist), dev_limit
-    (oracle), batch_size.
+    options: given to every strategy whose constructor takes them (e.g. map_file, base, pool,
+    dev_limit, batch_size; docs/selection.md says which takes which).
     """
     return select_many(target, library, model, k, [strategy], shots, seed, include_target, **options)[strategy]
 
