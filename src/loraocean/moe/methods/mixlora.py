@@ -141,6 +141,7 @@ class BlockRouter(nn.Module):
         self.offset = offset  # 1 when the held experts start with the attention LoRA
         self.routed: torch.Tensor | None = None  # the input last routed (released by the output Linear)
         self.chosen = self.weights = self.probs = self.gates = None
+        self.made: dict = {}  # per-slot column factors of this routing, by the layers' signatures
 
     def route(self, x: torch.Tensor) -> None:
         if x is self.routed:
@@ -150,6 +151,7 @@ class BlockRouter(nn.Module):
         weights, chosen = probs.topk(self.top_k, dim=-1)
         weights = weights / weights.sum(-1, keepdim=True)
         self.routed, self.probs, self.weights, self.chosen = x, probs, weights, chosen + self.offset
+        self.made = {}
         dense = torch.zeros(flat.shape[0], self.weight.shape[0] + self.offset, device=x.device)
         self.gates = dense.scatter(-1, self.chosen, weights).view(*x.shape[:-1], -1)
 
@@ -161,12 +163,20 @@ class _Routed(MoELinear):
     def block(self) -> BlockRouter:
         return self.__dict__["_block"]
 
-    def slot_columns(self, dtype, weights=None) -> torch.Tensor:
-        """(tokens, k, R): per chosen slot, its expert's columns times its scaling (and weight)."""
-        one_hot = F.one_hot(self.block.chosen, self.n_experts).to(dtype)
-        if weights is not None:
-            one_hot = one_hot * weights.to(dtype)[..., None]
-        return (one_hot * self.scales.to(dtype)).index_select(-1, self.owner)
+    def slot_columns(self, dtype, weighted: bool = False) -> torch.Tensor:
+        """(tokens, k, R): per chosen slot, its expert's columns times its scaling (and routing
+        weight); made once per routing for all the block's Linears of one signature (ranks and
+        scalings: equal for fresh experts)."""
+        if "_signature" not in self.__dict__:  # read once (after any checkpoint was loaded)
+            self.__dict__["_signature"] = self.signature()
+        block = self.block
+        key = (self.__dict__["_signature"], dtype, weighted)
+        if key not in block.made:
+            one_hot = F.one_hot(block.chosen, self.n_experts).to(dtype)
+            if weighted:
+                one_hot = one_hot * block.weights.to(dtype)[..., None]
+            block.made[key] = (one_hot * self.scales.to(dtype)).index_select(-1, self.owner)
+        return block.made[key]
 
 
 class EntryLinear(_Routed):
@@ -197,7 +207,7 @@ class ExitLinear(_Routed):
         y = self.base((w[..., None] * z).sum(1))  # W0 (sum_j w_j z_j) + b: the frozen product once
         h = self.project((F.dropout(z, self.dropout, self.training) if self.dropout else z).reshape(-1, z.shape[-1]))
         h = h.view(z.shape[0], k, -1)
-        mixed = (h * self.slot_columns(h.dtype, block.weights)).sum(1)  # (tokens, R)
+        mixed = (h * self.slot_columns(h.dtype, weighted=True)).sum(1)  # (tokens, R)
         B = self.lora_B if self.lora_B.dtype == y.dtype else self.lora_B.to(y.dtype)
         mixed = mixed.to(y.dtype)
         y = y.addmm_(mixed, B.t()) if self.in_place else y + mixed @ B.t()
