@@ -56,7 +56,7 @@ def atlas_command(
     import numpy as np
 
     from loraocean.report.plots import atlas_heatmap
-    from loraocean.selection import ModelRef, every_strategy, get_strategy
+    from loraocean.selection import STRATEGIES, ModelRef, every_strategy
     from loraocean.selection.atlas import build, compare, write
 
     names = [s.strip() for s in targets.split(",") if s.strip()]
@@ -64,7 +64,7 @@ def atlas_command(
     if chosen is None:
         chosen = [s.strip() for s in strategies.split(",")]
     for name in chosen:
-        get_strategy(name)  # an unknown name: one line naming the known ones
+        STRATEGIES.lookup(name)  # an unknown name: one line naming the known ones
     ref = ModelRef(model)
     atlas = build(library, ref, names, cache or out / "cells", split=split, limit=limit, seed=seed,
                   batch_size=batch_size)
