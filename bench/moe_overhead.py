@@ -1,7 +1,10 @@
 """MoE overhead, as ratios measured in one process (never asserted; run: python bench/moe_overhead.py).
 
 1. LoRAMoE (E=8, r=4, FFN, dense routers) training step / one LoRA (r=4, same FFN modules, PEFT)
-   training step, on the embedded SmolLM2-135M (goal <= 1.5).
+   training step, on the embedded SmolLM2-135M (goal <= 1.5); and beside it the same ratio for
+   MixLoRA, MoLA and HydraLoRA at their reference defaults (fresh experts), each against one PEFT
+   LoRA on the modules it adapts with its rank, and each ratio over LoRAMoE's (goal <= 1.5). All
+   steps of part 1 run in turns (one step of each per round) on copies of the model.
 2. The stacked multi-expert Linear vs a per-expert loop of the same maths (r=4 and r=8), forward+backward on one
    SmolLM2-sized MLP projection, for each way gates arise in a step (GATE_CASES) (goal >= 3x).
 3. X-LoRA greedy generation of 64 tokens: ours (one KV cache per pass) vs PEFT XLoraModel.generate
@@ -13,7 +16,8 @@ Options: --model NAME (default smollm2-135m) or --shape tiny|llama-1b|llama-8b, 
 --length L (tokens per row of the 8-row training batch, default 128; the GPU goal is stated at 512),
 --layer smollm2|llama-8b (the projection of part 2; llama-8b is Llama-3-8B's MLP up-projection,
 4096 -> 14336 over 8192 tokens, r=8 only, too large for a CPU), --quick (fewer repeats),
---skip-xlora, --compile auto|yes|no, --threads N. On CUDA each timed call is synchronised and the layer runs in bf16.
+--skip-xlora, --skip-layer, --train-methods a,b (default loramoe,mixlora,mola,hydralora), --compile auto|yes|no,
+--threads N. On CUDA each timed call is synchronised and the layer runs in bf16.
 Each figure is printed as wall-clock and as CPU time of this process (steadier when the machine
 is shared with other jobs).
 """
@@ -91,8 +95,9 @@ def train_step_fn(model, data, aux=None):
 
     def step():
         loss = model(**data).loss
-        if aux is not None:  # LoRAMoE's balancing constraint, as in training
-            loss = loss + aux()
+        extra = aux() if aux is not None else None  # the method's balance loss, as in training
+        if extra is not None:
+            loss = loss + extra
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -100,22 +105,40 @@ def train_step_fn(model, data, aux=None):
     return step
 
 
-def bench_training(name: str, repeats: int, length: int = 128) -> tuple[Time, Time]:
+# Method -> (its options: the reference defaults, fresh experts; the part of the model it adapts;
+# its rank): the baseline of each is one PEFT LoRA (dropout 0.05) on that part with that rank.
+TRAIN_CASES = {"loramoe": ({"n_experts": 8, "r": 4}, "mlp", 4),
+               "mixlora": ({"init": "fresh"}, "all", 8),       # E=8, top-2, r=8, MLP experts + attention LoRA
+               "mola": ({"init": "fresh"}, "all", 8),          # 2-4-6-8 experts, top-2, r=8, every projection
+               "hydralora": ({"init": "fresh"}, "mlp", 4)}     # 4 heads over one A, r=4, MLP projections
+
+
+def bench_training(name: str, repeats: int, length: int = 128,
+                   methods: tuple[str, ...] = tuple(TRAIN_CASES)) -> dict[str, tuple[Time, Time]]:
+    """{method: (its step, the step of its baseline LoRA)}, every step timed in turns."""
     from peft import LoraConfig, get_peft_model
 
-    base, _ = models.load(name)
-    data = batch(base.config.vocab_size, length=length)
-    mlp = models.targets(base, "mlp")
-    single = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, lora_dropout=0.05, target_modules=mlp))
-    single.train()
-    t_single = timed(train_step_fn(single, data), repeats)
-    base = single.unload()
-    method = get_method("loramoe")
-    cfg = method.make_config({"n_experts": 8, "r": 4})
-    moe = method.build(base, [], cfg)
-    moe.train()
-    t_moe = timed(train_step_fn(moe, data, aux=lambda: method.aux_loss(moe, cfg)), repeats)
-    return t_moe, t_single
+    data = None
+    steps: dict[str, object] = {}
+    for part, r in sorted({TRAIN_CASES[m][1:] for m in methods}):
+        base, _ = models.load(name)
+        data = data if data is not None else batch(base.config.vocab_size, length=length)
+        single = get_peft_model(base, LoraConfig(r=r, lora_alpha=32 if r == 4 else 16, lora_dropout=0.05,
+                                                 target_modules=models.targets(base, part)))
+        single.train()
+        steps[f"lora-{part}-{r}"] = train_step_fn(single, data)
+    for method_name in methods:
+        options = TRAIN_CASES[method_name][0]
+        base, tok = models.load(name)
+        method = get_method(method_name)
+        cfg = method.make_config(options)
+        experts = method.prepare(base, tok, [], cfg, None) if method.prepare is not None else []
+        moe = method.build(base, experts, cfg)
+        moe.train()
+        aux = (lambda moe=moe, cfg=cfg, method=method: method.aux_loss(moe, cfg)) if method.aux_loss else None
+        steps[method_name] = train_step_fn(moe, data, aux=aux)
+    times = dict(zip(steps, timed_interleaved(list(steps.values()), repeats)))
+    return {m: (times[m], times["lora-{}-{}".format(*TRAIN_CASES[m][1:])]) for m in methods}
 
 
 class LoopMoE(nn.Module):
@@ -285,6 +308,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-xlora", action="store_true")
+    parser.add_argument("--skip-layer", action="store_true", help="skip part 2 (the layer against a loop)")
+    parser.add_argument("--train-methods", default=",".join(TRAIN_CASES),
+                        help="methods of part 1, comma-separated (their ratio is printed over LoRAMoE's)")
     parser.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                         help="capture X-LoRA's static-cache decoding step (auto: on CUDA)")
     parser.add_argument("--length", type=int, default=128, help="tokens per row of the training batch")
@@ -303,9 +329,10 @@ def main() -> None:
 
     # r=4 is LoRAMoE's reference default (as in [train] below); r=8 a common library rank.
     d_in, d_out, tokens = LAYERS[args.layer]
-    print(f"[layer] one {args.layer} MLP projection ({tokens} tokens, {d_in}->{d_out}, E={N_EXP}), "
-          "forward+backward; goals: per-expert loop / stacked >= 3, stacked / base <= 1.2 (GPU, llama-8b)")
-    for case in GATE_CASES:
+    if not args.skip_layer:
+        print(f"[layer] one {args.layer} MLP projection ({tokens} tokens, {d_in}->{d_out}, E={N_EXP}), "
+              "forward+backward; goals: per-expert loop / stacked >= 3, stacked / base <= 1.2 (GPU, llama-8b)")
+    for case in GATE_CASES if not args.skip_layer else ():
         for r in ((4, 8) if args.layer == "smollm2" else (8,)):
             t_stacked, t_loop, t_base = bench_layer(repeats * 4, r, case, args.layer)
             # The frozen W0 x product is the same in both; the experts' part is what stacking changes.
@@ -318,10 +345,21 @@ def main() -> None:
                   f"experts cost nothing, {t_loop / t_base / (1 + extra):.2f}x if they ran at "
                   f"the base product's FLOP rate (+{100 * extra:.0f}% work)")
 
-    t_moe, t_single = bench_training(args.model, repeats, args.length)
+    methods = tuple(m.strip() for m in args.train_methods.split(",") if m.strip())
+    trained = bench_training(args.model, repeats, args.length, tuple(dict.fromkeys(("loramoe",) + methods)))
+    t_moe, t_single = trained["loramoe"]
     print(f"[train] batch 8x{args.length}: LoRAMoE E=8 step {t_moe:.2f} s, single LoRA step {t_single:.2f} s; "
           f"ratio {t_moe / t_single:.2f} wall, {t_moe.cpu / t_single.cpu:.2f} CPU time "
           "(goals: <= 1.5 on the embedded model; <= 1.15 on a GPU at the 1B shape, 8 x 512)")
+    for m in methods:
+        if m == "loramoe":
+            continue
+        t_m, t_base = trained[m]
+        _, part, r = TRAIN_CASES[m]
+        print(f"[train] {m} (reference defaults) step {t_m:.2f} s, one LoRA on the {part} projections r={r} "
+              f"{t_base:.2f} s; ratio {t_m / t_base:.2f} wall, {t_m.cpu / t_base.cpu:.2f} CPU time; over LoRAMoE's "
+              f"ratio {(t_m / t_base) / (t_moe / t_single):.2f} wall, "
+              f"{(t_m.cpu / t_base.cpu) / (t_moe.cpu / t_single.cpu):.2f} CPU time (goal <= 1.5)")
 
     if not args.skip_xlora:
         compile = {"auto": DEVICE.startswith("cuda"), "yes": True, "no": False}[args.compile]

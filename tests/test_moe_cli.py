@@ -4,6 +4,7 @@ accepting the checkpoint."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -90,3 +91,34 @@ def test_fit_takes_training_settings_as_a_study_file_does(smoke_library, tmp_pat
         code, _, err = run(common + extra, capsys)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (extra, err)
     assert not (tmp_path / "bad").exists()
+
+
+def test_methods_lists_the_new_methods_with_their_references(capsys):
+    code, out, _ = run(["moe", "methods"], capsys)
+    assert code == 0
+    for name, ref in [("mixlora", "arXiv 2404.15159; TUDB-Labs/MixLoRA"), ("mola", "arXiv 2402.08562; GCYZSL/MoLA"),
+                      ("hydralora", "arXiv 2404.19245; Clin0212/HydraLoRA")]:
+        assert re.search(rf"^{name} +trains .*\n +reference: .*{re.escape(ref)}", out, re.M), name
+    assert re.search(r"^uniform .*\[exports: PEFT LoRA adapter\]", out, re.M)
+    assert re.search(r"^xlora .*\[exports: PEFT X-LoRA folder\]", out, re.M)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("method", ["mixlora", "mola", "hydralora"])
+def test_new_method_fits_saves_loads_and_evaluates_on_the_embedded_model(method, tmp_path, capsys):
+    """From the CLI on SmolLM2-135M: fit (the reference initialisation: no experts given), the
+    checkpoint shown, loaded and evaluated."""
+    out = tmp_path / method
+    code, stdout, err = run(["moe", "fit", "--method", method, "--task", TASKS[0], "--out", str(out),
+                             "--preset", "smoke", "--train", "max_steps=2"], capsys)
+    assert code == 0, err
+    assert "trained 2 steps" in stdout
+    card = json.loads((out / "card.json").read_text())
+    assert card["model"] == "smollm2-135m" and card["options"]["init"] == "library"  # no LoRAs given: fresh
+    assert all(e["source"] in ("fresh",) for e in json.loads((out / "moe_config.json").read_text())["experts"])
+    code, stdout, _ = run(["moe", "show", str(out)], capsys)
+    assert code == 0 and f"{method} on smollm2-135m" in stdout
+    code, stdout, err = run(["eval", "--task", TASKS[0], "--adapter", str(out), "--limit", "2", "--split", "dev"],
+                            capsys)
+    assert code == 0, err
+    assert "n=2" in stdout

@@ -70,7 +70,7 @@ def test_single_lora_methods_load_in_peft_with_the_same_logits(tmp_path, adapter
 
     paths = adapters if method in ("uniform", "single", "merge_cat") else same_shape
     want = checkpoint(tmp_path, method, experts_for(method, paths))
-    assert export_peft(tmp_path / "ckpt", tmp_path / "peft") == "lora"
+    assert export_peft(tmp_path / "ckpt", tmp_path / "peft").name == "lora"
     config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] is None  # tiny: no hub id
     peft_model = PeftModel.from_pretrained(load("tiny-llama")[0], tmp_path / "peft").eval()
@@ -113,7 +113,7 @@ def test_xlora_loads_in_peft_xlora_model(tmp_path, adapters, options):
             p.mul_(8)
     save_checkpoint(model, tmp_path / "ckpt")
     model = load_checkpoint(tmp_path / "ckpt", load("tiny-llama")[0])
-    assert export_peft(tmp_path / "ckpt", tmp_path / "xlora") == "xlora"
+    assert export_peft(tmp_path / "ckpt", tmp_path / "xlora").name == "xlora"
     out = tmp_path / "xlora"
     base, _ = load("tiny-llama")
     base.config.use_cache = False  # PEFT's X-LoRA requires it
@@ -128,12 +128,33 @@ def test_xlora_loads_in_peft_xlora_model(tmp_path, adapters, options):
 
 
 @pytest.mark.parametrize("method", ["loramoe", "base"])
-def test_routed_and_empty_methods_are_refused(tmp_path, adapters, method):
+def test_methods_without_an_export_are_refused(tmp_path, adapters, method):
     experts = [] if method == "base" else [load_adapter(p) for p in adapters]
     checkpoint(tmp_path, method, experts)
-    with pytest.raises(LoraOceanError, match="not one LoRA"):
+    with pytest.raises(LoraOceanError, match=f"method '{method}' has no export to PEFT .*uniform"):
         export_peft(tmp_path / "ckpt", tmp_path / "peft")
     assert not (tmp_path / "peft").exists()
+
+
+def test_a_routed_checkpoint_of_an_exporting_method_leaves_nothing_behind(tmp_path, adapters):
+    """The single-LoRA export checks every layer's gates are fixed; a routed layer (here: a
+    uniform checkpoint whose gates were replaced by a router's tensors) is refused, and the
+    temporary folder is removed."""
+    from safetensors.torch import load_file, save_file
+
+    from loraocean.library.card import write_card
+    from loraocean.moe.checkpoint import CARD, FILES, WEIGHTS
+
+    checkpoint(tmp_path, "uniform", [load_adapter(p) for p in adapters])
+    state = load_file(str(tmp_path / "ckpt" / WEIGHTS))
+    key = next(k for k in state if k.endswith("router.weights"))
+    state[key.replace("router.weights", "router.weight")] = state.pop(key)
+    save_file(state, str(tmp_path / "ckpt" / WEIGHTS))
+    card = json.loads((tmp_path / "ckpt" / CARD).read_text())
+    write_card(tmp_path / "ckpt", card, names=FILES)  # re-sealed: the export reads it as valid
+    with pytest.raises(LoraOceanError, match="routes per token, so it is not one LoRA"):
+        export_peft(tmp_path / "ckpt", tmp_path / "peft")
+    assert not (tmp_path / "peft").exists() and not list(tmp_path.glob(".tmp-peft-*"))
 
 
 def test_cli_exports_and_refuses_on_one_line(tmp_path, adapters, capsys):

@@ -29,9 +29,9 @@ def installed(tmp_path, monkeypatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: first-heavy\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[loraocean.methods]\nfirst_heavy = first_heavy\n")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry.METHODS, "entry_points_loaded", False)
     yield
-    registry.METHODS.pop("first_heavy", None)
+    registry.METHODS.forget("first_heavy")
     sys.modules.pop("first_heavy", None)
 
 

@@ -54,11 +54,12 @@ def test_shipped_studies_load_and_meet_their_brief():
     paper = load_config(find_study("loralib"))
     counts = Counter(j.kind for j in expand(paper))
     assert len(paper.models) == 17 and len(paper.tasks.targets) == 40
-    # 3 strategies x 3 methods, and rocket also on its own default selection (the `rocket` strategy)
+    # 3 strategies x 6 methods, and rocket also on its own default selection (the `rocket` strategy)
     # x 3 seeds: selections (a seeded random draw, seeded shots), fits and their evaluations; the
     # references are evaluated once
-    assert counts == {"lora": 17 * 40, "select": 3 * 17 * 40 * 4, "fit": 3 * 17 * 40 * (3 * 3 + 1),
-                      "eval": 17 * 40 * (3 * (3 * 3 + 1) + 1)}
+    assert {"mixlora", "mola", "hydralora"} <= {m.name for m in paper.methods}
+    assert counts == {"lora": 17 * 40, "select": 3 * 17 * 40 * 4, "fit": 3 * 17 * 40 * (3 * 6 + 1),
+                      "eval": 17 * 40 * (3 * (3 * 6 + 1) + 1)}
     from loraocean.models.architectures import FAMILIES
     assert len(FAMILIES) == 17
     load_config(find_study("ci"), quick=True)

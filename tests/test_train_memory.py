@@ -48,10 +48,12 @@ def build(name: str, adapters):
         return get_peft_model(base, lora_config(base, preset)).train(), None
     method = get_method(name)
     # loramoe: the plain balance loss (no loss on a one-type fit by default), so the aux path is checked
-    options = {"depth": 2, "hidden": 16, "dropout": 0.2} if name == "xlora" else \
-        {"balance_one_type": True} if name == "loramoe" else {}
+    options = {"xlora": {"depth": 2, "hidden": 16, "dropout": 0.2}, "hydralora": {"balance_coef": 0.1},
+               "loramoe": {"balance_one_type": True}}.get(name, {})
     cfg = method.make_config(options)
     experts = [] if name == "loramoe" else [load_adapter(p) for p in adapters]
+    if method.prepare is not None:  # the experts the model holds (MixLoRA, MoLA, HydraLoRA)
+        experts = method.prepare(base, None, experts, cfg, None)
     moe = method.build(base, experts, cfg).train()
     return moe, ((lambda: method.aux_loss(moe, cfg)) if method.aux_loss else None)
 
@@ -67,7 +69,7 @@ def loss_and_grads(model, aux, batch):
     return loss.detach(), grads
 
 
-@pytest.mark.parametrize("name", ["lora", "loramoe", "rocket", "xlora", "mole"])
+@pytest.mark.parametrize("name", ["lora", "loramoe", "rocket", "xlora", "mole", "mixlora", "mola", "hydralora"])
 @pytest.mark.min_versions
 def test_checkpointing_gives_the_same_loss_and_gradients(adapters, encoded, name):
     data, pad_id = encoded

@@ -56,16 +56,15 @@ def atlas_command(
     import numpy as np
 
     from loraocean.report.plots import atlas_heatmap
-    from loraocean.selection import ALL, STRATEGIES, ModelRef
+    from loraocean.selection import STRATEGIES, ModelRef, every_strategy
     from loraocean.selection.atlas import build, compare, write
 
-    from loraocean.errors import UnknownNameError
-
     names = [s.strip() for s in targets.split(",") if s.strip()]
-    chosen = {"all": list(ALL), "none": []}.get(strategies, [s.strip() for s in strategies.split(",")])
+    chosen = {"none": []}.get(strategies) if strategies != "all" else every_strategy()
+    if chosen is None:
+        chosen = [s.strip() for s in strategies.split(",")]
     for name in chosen:
-        if name not in STRATEGIES:
-            raise UnknownNameError("selection strategy", name, STRATEGIES, hint="or `all` or `none`")
+        STRATEGIES.lookup(name)  # an unknown name: one line naming the known ones
     ref = ModelRef(model)
     atlas = build(library, ref, names, cache or out / "cells", split=split, limit=limit, seed=seed,
                   batch_size=batch_size)

@@ -181,8 +181,9 @@ def export_command(
     out: Path = typer.Argument(..., help="Folder to write (appears only when complete)."),
     overwrite: bool = typer.Option(False, help="Replace an existing folder."),
 ) -> None:
-    """Write a checkpoint as a PEFT folder: one LoRA for uniform, single, the merges and LoraHub;
-    PEFT's X-LoRA layout for xlora. Other methods: see docs/checkpoint-format.md."""
+    """Write a checkpoint as the PEFT folder its method exports to (a PEFT LoRA adapter for the
+    fixed-gate methods; `loraocean moe methods` marks every method that exports). Other methods:
+    see docs/checkpoint-format.md."""
     from loraocean.errors import ConfigError
     from loraocean.moe.export import export_peft
 
@@ -190,17 +191,21 @@ def export_command(
         raise ConfigError(f"--to {to!r}: the only export format is peft")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; choose another folder or pass --overwrite")
-    layout = export_peft(path, out, overwrite=overwrite)
-    typer.echo(f"wrote {out} ({'PEFT X-LoRA folder' if layout == 'xlora' else 'PEFT LoRA adapter'})")
+    export = export_peft(path, out, overwrite=overwrite)
+    typer.echo(f"wrote {out} ({export.what})")
 
 
 @app.command("methods")
 def methods_command() -> None:
-    """List the registered methods (ours and those of installed packages)."""
+    """List the registered methods (ours and those of installed packages): whether each trains,
+    what it is, whether it exports to PEFT, and the paper and code it follows."""
     from loraocean.moe import all_methods
 
     for name, m in sorted(all_methods().items()):
-        typer.echo(f"{name:<16} {'trains' if m.trains else 'no training':<12} {m.description}")
+        exports = f" [exports: {m.export.what}]" if m.export is not None else ""
+        typer.echo(f"{name:<16} {'trains' if m.trains else 'no training':<12} {m.description}{exports}")
+        if m.cite:
+            typer.echo(f"{'':<16} {'':<12} reference: {m.cite}")
 
 
 def register(root: typer.Typer) -> None:

@@ -1,7 +1,7 @@
 """MoE checkpoints: a folder with moe_config.json (method, its config, experts, base model),
 moe_model.safetensors (every tensor the method added: experts, routers, classifier) and card.json.
 
-    model = load_checkpoint("runs/gsm8k-loramoe", base)   # base: models.load(name)[0]
+    model = load_checkpoint("runs/gsm8k-moe", base)   # base: models.load(name)[0]
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """`fit`: build a method on a base model from selected experts, train it on the target task's
 train split when the method trains, and write a checkpoint.
 
-    card = fit("loramoe", "smollm2-135m", ["bb_snarks", "bb_implicatures"], "bb_winowhy",
-               library="lib", out="runs/winowhy-loramoe", preset="lite")
+    card = fit(method, "smollm2-135m", ["bb_snarks", "bb_implicatures"], "bb_winowhy",
+               library="lib", out="runs/winowhy-moe", preset="lite")   # method: see `loraocean moe methods`
 
 Experts are library task names (resolved with `Library(root).get(model, task)`) or adapter folders.
 Training uses the one shared loop, `loraocean.trainer.train`, with the method's auxiliary loss and

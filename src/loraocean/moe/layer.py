@@ -7,6 +7,11 @@ h = dropout(x) A_cat^T (tokens x R, R = sum of ranks), each column of h is multi
 of the expert it belongs to times that expert's scaling, then y = W0 x + h B_cat^T. Ranks may
 differ between experts (an expert that does not adapt this module has rank 0 here).
 
+A method with another layout subclasses `MoELinear`: `project(x)` makes h (one shared A for every
+expert, as HydraLoRA has it, is `F.linear(x, A)` repeated once per expert), and `inject(...,
+layer=)` builds the subclass; checkpoints, routing statistics and the conformance kit take any
+subclass as they take this layer.
+
 The gate g comes from `self.router(x, h, layer)` (a module, trained or fixed) or, when a method
 computes gates outside the layer (X-LoRA), from `layer.external_gates`; such a method may also give
 the per-column factors g_owner(j) * s_owner(j) themselves (`layer.external_columns`, `columns()`),
@@ -82,17 +87,23 @@ class MoELinear(nn.Module):
     def __init__(self, base: nn.Module, As: list[torch.Tensor], Bs: list[torch.Tensor],
                  scales: list[float], dropout: float = 0.0):
         super().__init__()
+        d_in, d_out = linear_dims(base)
+        A = torch.cat([a if a.numel() else torch.zeros(a.shape[0], d_in) for a in As], 0)
+        B = torch.cat([b if b.numel() else torch.zeros(d_out, b.shape[1]) for b in Bs], 1)
+        self.hold(base, A, B, [a.shape[0] for a in As], scales, dropout)
+
+    def hold(self, base: nn.Module, A: torch.Tensor, B: torch.Tensor, ranks: list[int], scales: list[float],
+             dropout: float) -> None:
+        """Keep `base` (frozen), A (the rows `project` reads) and B (d_out x sum(ranks): expert e's
+        `ranks[e]` columns side by side), in the base's dtype and on its device."""
         self.base = base
         for p in base.parameters():
             p.requires_grad_(False)
         d_in, d_out = linear_dims(base)
         self.d_in, self.d_out = d_in, d_out
-        ranks = [a.shape[0] for a in As]
         dtype, device = base.weight.dtype, base.weight.device
         if not dtype.is_floating_point:  # a quantised base (bitsandbytes 4/8-bit) stores integers
             dtype = torch.float32
-        A = torch.cat([a if a.numel() else torch.zeros(a.shape[0], d_in) for a in As], 0)
-        B = torch.cat([b if b.numel() else torch.zeros(d_out, b.shape[1]) for b in Bs], 1)
         self.lora_A = nn.Parameter(A.to(device=device, dtype=dtype))  # (R, d_in)
         self.lora_B = nn.Parameter(B.to(device=device, dtype=dtype))  # (d_out, R)
         self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32, device=device))
@@ -124,6 +135,11 @@ class MoELinear(nn.Module):
         """(..., R): each column's gate times its expert's scaling."""
         return (gates * self.scales).index_select(-1, self.owner)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """h (tokens, R): column j is what expert owner[j]'s B column j multiplies."""
+        A = self.lora_A if self.lora_A.dtype == x.dtype else self.lora_A.to(x.dtype)
+        return F.linear(x, A)
+
     def expert_slice(self, e: int) -> slice:
         start = sum(self.ranks[:e])
         return slice(start, start + self.ranks[e])
@@ -137,8 +153,7 @@ class MoELinear(nn.Module):
         x = x.reshape(-1, x.shape[-1])  # tokens x d_in: the in-place addmm_ below needs a 2-D non-view output
         y = self.base(x)
         x_in = F.dropout(x, self.dropout, self.training) if self.dropout else x
-        A = self.lora_A if self.lora_A.dtype == x.dtype else self.lora_A.to(x.dtype)
-        h = F.linear(x_in, A)  # (tokens, R)
+        h = self.project(x_in)  # (tokens, R)
         if self.external_gates is not None:
             gates = self.external_gates.reshape(-1, self.n_experts)
         elif self.router is not None:
@@ -169,11 +184,12 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 
 def inject(model: nn.Module, experts: list[Expert], targets=None, dropout: float = 0.0,
-           router=None) -> dict[str, MoELinear]:
+           router=None, layer=None) -> dict[str, MoELinear]:
     """Replace every Linear that some expert adapts (and that matches `targets`, when given: leaf
     names or dotted suffixes, as PEFT matches them) by a MoELinear holding all experts.
-    `router(layer)` makes each layer's router. Layers are numbered in `model.named_modules()`
-    order (PEFT's order too). Returns them by name."""
+    `router(layer)` makes each layer's router. `layer(name, base, As, Bs, scales, dropout)` makes
+    each layer (default: `MoELinear(base, As, Bs, scales, dropout)`; a method's own subclass).
+    Layers are numbered in `model.named_modules()` order (PEFT's order too). Returns them by name."""
     if not experts:
         return {}
     wanted = {m for e in experts for m in e.modules}
@@ -194,13 +210,14 @@ def inject(model: nn.Module, experts: list[Expert], targets=None, dropout: float
         As = [e.A.get(name, torch.zeros(0, d_in)) for e in experts]
         Bs = [e.B.get(name, torch.zeros(d_out, 0)) for e in experts]
         scales = [e.scale.get(name, 0.0) for e in experts]
-        layer = MoELinear(base, As, Bs, scales, dropout)
-        layer.index = i
+        made = MoELinear(base, As, Bs, scales, dropout) if layer is None else layer(name, base, As, Bs, scales,
+                                                                                    dropout)
+        made.index = i
         if router is not None:
-            layer.router = router(layer)
+            made.router = router(made)
         parent, leaf = _parent(model, name)
-        setattr(parent, leaf, layer)
-        layers[name] = layer
+        setattr(parent, leaf, made)
+        layers[name] = made
     return layers
 
 

@@ -26,6 +26,7 @@ class MoEModel(nn.Module):
         self.config_obj = config
         self.expert_info = [e.describe() for e in experts]
         self.attention_mask: torch.Tensor | None = None  # of the current forward (aux losses)
+        self.batch_shape: torch.Size | None = None        # (batch, tokens) of the current forward
         self.task_type: torch.Tensor | None = None        # per-example labels a method's batch_hook sets
         self.train(base.training)  # new layers (dropout) follow the base model's mode
 
@@ -51,19 +52,30 @@ class MoEModel(nn.Module):
         """The base model's forward; the KV cache may be given as `past_key_values` or `cache`
         (transformers 5's name)."""
         self.attention_mask = attention_mask
+        self.batch_shape = None if input_ids is None else input_ids.shape
         return self.base(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                          use_cache=use_cache, **cache_kwargs(self.base, cache if cache is not None else past_key_values), **kwargs)
 
     def generate(self, input_ids=None, attention_mask=None, **kwargs):
-        self.attention_mask = None
+        self.attention_mask = self.batch_shape = None
         return self.base.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def gates_of(self, layer: MoELinear) -> torch.Tensor | None:
+        """The layer's gates of the current forward as (batch, tokens, E): some families (OPT)
+        flatten batch and tokens before their MLP Linears, so a layer sees (batch x tokens, d)."""
+        gates = layer.last_gates
+        if gates is None or self.batch_shape is None or gates.shape[:-1] == self.batch_shape:
+            return gates
+        return gates.reshape(*self.batch_shape, gates.shape[-1])
 
     def get_input_embeddings(self):
         return self.base.get_input_embeddings()
 
     # what a checkpoint stores ------------------------------------------------------------------
     def moe_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor the method added (experts, routers, classifiers), none of the base model's."""
+        """Every tensor the method added (experts, routers, classifiers), none of the base model's:
+        the tensors of every MoE layer but its frozen `base`, and those of every module attached
+        to this model beside `base`."""
         state = {}
         for name, layer in self.layers().items():
             for key, value in layer.state_dict().items():
@@ -76,7 +88,10 @@ class MoEModel(nn.Module):
         return {k: v.detach().contiguous() for k, v in state.items()}
 
     def load_moe_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        own = self.moe_state_dict()
+        """Load what `moe_state_dict` saved. A subclass that saves more (its own state) overrides
+        both: it adds its tensors in `moe_state_dict`, and here takes them out of `state` before
+        calling this, which checks and loads the layers' and attached modules' tensors."""
+        own = MoEModel.moe_state_dict(self)
         missing, unexpected = set(own) - set(state), set(state) - set(own)
         if missing or unexpected:
             raise KeyError(f"checkpoint tensors do not match the method's layout: missing "

@@ -14,8 +14,17 @@ rest of the code reads instead of naming methods:
   expert is the target task's own library LoRA, `base_model`: the base model itself;
 - `default_selection`: a selection strategy a study also fits the method on (Rocket's own);
 - `compared_with`, `baseline`: the report's questions (the paper's comparisons; the
-  training-free baseline every trained method is tested against).
-`register_method` binds the name once: the model `build` returns carries it (`MoEModel.method`).
+  training-free baseline every trained method is tested against);
+- `cite`: the paper and reference code the method follows (`loraocean moe methods` prints it);
+- `export`: how a checkpoint becomes another tool's folder (an `Export`: PEFT LoRA, PEFT X-LoRA);
+- `degenerates`: what the method must equal in its trivial cases, checked by the conformance kit
+  (`loraocean.testing`): "base" (built without experts it is the base model) and/or "expert"
+  (built on one library LoRA it is that LoRA, on the modules it adapts).
+A method's own layer (a subclass of `moe.layer.MoELinear`), its own state (tensors of its layers
+and of modules it attaches to the `MoEModel`; a `MoEModel` subclass may override
+`moe_state_dict` / `load_moe_state_dict`) and its own loss need no field beyond these.
+`register_method` binds the name once (a second registration under it is refused, naming both
+sources): the model `build` returns carries it (`MoEModel.method`).
 A third-party package adds one with
 
     [project.entry-points."loraocean.methods"]
@@ -28,10 +37,12 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from types import UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from loraocean.errors import ConfigError, UnknownNameError
+from loraocean.plugins import Registry, source_of
 
 ENTRY_POINT_GROUP = "loraocean.methods"
 MAX_SEED = 2**63 - 1  # results tables store seeds as SQLite integers (int64)
@@ -39,6 +50,25 @@ MAX_SEED = 2**63 - 1  # results tables store seeds as SQLite integers (int64)
 # `__post_init__` narrows it: finite, and at most this large in magnitude. Options beyond it
 # (a scaling of 1e38, a hidden size of 1e12) only ever overflow or exhaust memory.
 MAX_OPTION = 1e6
+
+
+DEGENERATE_CASES = ("base", "expert")
+
+
+@dataclass(frozen=True)
+class Export:
+    """How a method's checkpoint becomes another tool's folder, from the checkpoint's files alone.
+
+    - `write(config, tensors, folder)`: `config` is the checkpoint's moe_config.json, `tensors` its
+      moe_model.safetensors; writes into the (empty, temporary) `folder`, or raises a
+      `LoraOceanError` when this checkpoint cannot be exported (nothing is then left behind);
+    - `load(base, folder)`: that tool's model on `base` from the folder, with the logits of the
+      checkpoint (the conformance kit checks it);
+    - `name`: a short layout name ("lora"), `what`: what the folder is, for messages."""
+    name: str
+    what: str
+    write: Callable[[dict, dict, Path], None]
+    load: Callable[[Any, Path], Any]
 
 
 @dataclass
@@ -60,6 +90,9 @@ class Method:
     default_selection: str | None = None  # a selection strategy a study also fits it on
     compared_with: tuple[str, ...] = ()   # methods the report compares it with (the paper's questions)
     baseline: bool = False    # the training-free baseline the report tests every trained method against
+    cite: str = ""            # the paper and reference code it follows
+    export: Export | None = None  # how its checkpoints become another tool's folder
+    degenerates: tuple[str, ...] = ()  # "base" and/or "expert": see the module docstring
 
     def __post_init__(self):
         from loraocean.paths import check_name
@@ -73,8 +106,11 @@ class Method:
                 raise ConfigError(f"method {self.name}: train_overrides {key}: {problem}")
         if self.reference and (self.trains or self.default_selection):
             raise ConfigError(f"method {self.name}: a reference is neither trained nor selected for")
+        unknown = set(self.degenerates) - set(DEGENERATE_CASES)
+        if unknown:
+            raise ConfigError(f"method {self.name}: degenerates {sorted(unknown)}; use {DEGENERATE_CASES}")
         if not getattr(self.build, "_loraocean_named", False):
-            self.build = _named(self.build, self.name)
+            self.build = _named(self.build, self.name, self.trains)
 
     def make_config(self, overrides: dict | None = None, n_experts: int | None = None):
         """The config dataclass with `overrides` applied (unknown keys name the known ones; the
@@ -93,17 +129,19 @@ class Method:
         return cfg
 
 
-METHODS: dict[str, Method] = {}
-_entry_points_loaded = False
+METHODS = Registry("MoE method", ENTRY_POINT_GROUP, hint="`loraocean moe methods`")
 
 
-def _named(build: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """`build` whose model carries the method's name (bound once, at registration)."""
+def _named(build: Callable[..., Any], name: str, trains: bool) -> Callable[..., Any]:
+    """`build` whose model carries the method's name (bound once, at registration); the model of
+    a method that does not train has no parameter that requires grad."""
 
     @functools.wraps(build)
     def named(*args, **kwargs):
         model = build(*args, **kwargs)
         model.method = name
+        if not trains:
+            model.requires_grad_(False)
         return model
 
     named._loraocean_named = True
@@ -117,40 +155,33 @@ def register_method(name: str, config: type, *, trains: bool = False, prepare=No
     Returns `build` unchanged."""
 
     def wrap(build):
-        METHODS[name] = Method(name, config, build, trains, prepare, aux_loss,
-                               description or (build.__doc__ or "").strip().split("\n")[0], **more)
+        METHODS.add(name, Method(name, config, build, trains, prepare, aux_loss,
+                                 description or (build.__doc__ or "").strip().split("\n")[0], **more),
+                    source_of(build))
         return build
 
     return wrap
 
 
+def _accept(source: str, obj) -> bool:
+    """An entry point that names a `Method` object directly."""
+    if isinstance(obj, Method):
+        METHODS.add(obj.name, obj, source)
+        return True
+    return False
+
+
 def load_entry_points() -> None:
     """Import the methods that installed packages declare in the `loraocean.methods` group."""
-    global _entry_points_loaded
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in METHODS:
-            continue
-        obj = ep.load()
-        if isinstance(obj, Method):
-            METHODS[obj.name] = obj
-    _entry_points_loaded = True
+    METHODS.load_entry_points(_accept)
 
 
 def get_method(name: str) -> Method:
-    if name not in METHODS and not _entry_points_loaded:
-        load_entry_points()
-    if name not in METHODS:
-        raise UnknownNameError("MoE method", name, METHODS,
-                               hint="see `loraocean moe methods`; packages add methods through the "
-                                    f"{ENTRY_POINT_GROUP!r} entry-point group")
-    return METHODS[name]
+    return METHODS.lookup(name, _accept)
 
 
 def all_methods() -> dict[str, Method]:
-    load_entry_points()
-    return dict(METHODS)
+    return METHODS.everything(_accept)
 
 
 def base_model_name() -> str:

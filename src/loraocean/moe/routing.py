@@ -28,7 +28,7 @@ def routing_stats(model, tokenizer, examples, batch_size: int = 8, max_length: i
         mask = batch["attention_mask"][..., None].float()
         tokens += int(mask.sum())
         for name, layer in layers.items():
-            g = (layer.last_gates.float() * mask).sum((0, 1))
+            g = (model.gates_of(layer).float() * mask).sum((0, 1))
             sums[name] = g if sums[name] is None else sums[name] + g
     names = [e["name"] for e in model.expert_info]
     return {"method": model.method, "layers": list(layers), "experts": names, "tokens": tokens,

@@ -4,14 +4,15 @@
     sel = select("gsm8k", "lib/", "smollm2-135m", k=4, strategy="ppl", shots=32)
     sel.chosen, sel.ranking, sel.save("selection.json")
 
-Strategies (registry `STRATEGIES`, `get_strategy(name)`): ppl, random, manual, embedding,
-diversity, rocket (Rocket's accuracy shortlist, perplexity and weight diversity), oracle (uses
-target labels). See docs/selection.md.
+Strategies (registry `STRATEGIES`, `get_strategy(name)`, `all_strategies()`; other packages add
+theirs through the `loraocean.strategies` entry points): one module each in this package, each
+saying what it needs and its place in `--strategy all` (`every_strategy()`). See docs/selection.md.
 """
 
-from loraocean.selection.base import STRATEGIES, Choice, ModelRef, Selection, Selector, get_strategy
+from loraocean.selection.base import (STRATEGIES, Choice, ModelRef, Selection, Selector, all_strategies,
+                                      get_strategy, strategy)
 from loraocean.selection import diversity, embedding, manual, oracle, ppl, random_pick, rocket  # noqa: F401,E402
-from loraocean.selection.run import ALL, overlap, select, select_many  # noqa: E402
+from loraocean.selection.run import every_strategy, overlap, select, select_many  # noqa: E402
 
-__all__ = ["ALL", "STRATEGIES", "Choice", "ModelRef", "Selection", "Selector", "get_strategy", "overlap",
-           "select", "select_many"]
+__all__ = ["STRATEGIES", "Choice", "ModelRef", "Selection", "Selector", "all_strategies", "every_strategy",
+           "get_strategy", "overlap", "select", "select_many", "strategy"]

@@ -2,7 +2,16 @@
 disk, the base model handle, and the strategy registry.
 
 A strategy is a small class with a `select(target_task, candidates, model, k, examples)` method that
-returns EVERY candidate ranked best first as `Choice`s; the first k are the chosen experts.
+returns EVERY candidate ranked best first as `Choice`s; the first k are the chosen experts. The
+`@strategy(name, needs=..., order=...)` decorator registers it and says what it reads besides the
+candidates' names, so that the code running it names no strategy:
+- `needs`: "examples" (K target train examples are loaded for it), "oracle" (it reads the target's
+  labels: its selections are marked `uses_target_labels`), "library" (it reads the LoRAs' weights);
+- `order`: its place in `--strategy all` (lower first);
+- an instance may name another strategy in `reuses` and take that strategy's ranking through its
+  `base_ranking` attribute when the same run has already computed it (diversity over ppl).
+Other packages add strategies through the `loraocean.strategies` entry-point group (a module that
+applies the decorator when imported); a name is registered once.
 """
 
 from __future__ import annotations
@@ -14,8 +23,12 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from loraocean.artifacts import package_versions, write_json_atomic
-from loraocean.errors import DataError, UnknownNameError
+from loraocean.errors import ConfigError, DataError
 from loraocean.models import name_of
+from loraocean.plugins import Registry, source_of
+
+ENTRY_POINT_GROUP = "loraocean.strategies"
+NEEDS = ("examples", "oracle", "library")
 
 
 @dataclass
@@ -54,35 +67,57 @@ class ModelRef:
 
 
 class Selector(Protocol):
-    name: str
+    name: str                 # set by @strategy
+    needs: frozenset[str]     # set by @strategy (see the module docstring)
+    order: int                # set by @strategy
+    uses_target_labels: bool  # set by @strategy: "oracle" in needs
     higher_is_better: bool
-    uses_target_labels: bool
     # Optional: `estimate_seconds(scoring, shots)`, a staticmethod giving the strategy's rough cost
     # for a study's time estimate, `scoring` being the seconds to score one example with every
-    # candidate LoRA; a strategy without it is taken as free (0.1 s).
+    # candidate LoRA; a strategy without it is taken as free (0.1 s). Optional on an instance:
+    # `reuses` (a strategy name) and `base_ranking` (see the module docstring).
 
     def select(self, target_task: str, candidates: list, model: ModelRef, k: int,
                examples: list) -> list[Choice]:
         ...
 
 
-STRATEGIES: dict[str, Callable[..., Selector]] = {}
+STRATEGIES = Registry("selection strategy", ENTRY_POINT_GROUP, hint="`loraocean select --help` (or `all`)")
 
 
-def strategy(name: str):
-    """Class decorator adding a strategy to the registry under `name`."""
+def strategy(name: str, *, needs: tuple[str, ...] = (), order: int = 100):
+    """Class decorator adding a strategy to the registry under `name`, with what it `needs`
+    ("examples", "oracle", "library") and its `order` in `--strategy all`."""
+    unknown = set(needs) - set(NEEDS)
+    if unknown:
+        raise ConfigError(f"selection strategy {name!r}: unknown needs {sorted(unknown)}; use {NEEDS}")
 
     def deco(cls):
         cls.name = name
-        STRATEGIES[name] = cls
+        cls.needs = frozenset(needs)
+        cls.order = order
+        cls.uses_target_labels = "oracle" in needs
+        STRATEGIES.add(name, cls, source_of(cls))
         return cls
 
     return deco
 
 
+def all_strategies() -> dict[str, Callable[..., Selector]]:
+    """Every strategy class by name (ours and those of installed packages)."""
+    return STRATEGIES.everything()
+
+
+def ordered(names=None) -> list[str]:
+    """`names` (default: every strategy) in their declared order (`--strategy all`)."""
+    known = all_strategies()
+    names = list(known) if names is None else list(names)
+    return sorted(names, key=lambda n: (getattr(known.get(n), "order", 100), n))
+
+
 def estimate_seconds(name: str, scoring: float, shots: int) -> float:
     """A strategy's rough cost for a study's time estimate (see `Selector`)."""
-    estimate = getattr(STRATEGIES.get(name), "estimate_seconds", None)
+    estimate = getattr(all_strategies().get(name), "estimate_seconds", None)
     return 0.1 if estimate is None else float(estimate(scoring, shots))
 
 
@@ -91,9 +126,7 @@ def get_strategy(name: str, **options) -> Selector:
     ignore them), e.g. seed, map_file, base, pool."""
     import inspect
 
-    if name not in STRATEGIES:
-        raise UnknownNameError("selection strategy", name, STRATEGIES, hint="or `all`")
-    cls = STRATEGIES[name]
+    cls = STRATEGIES.lookup(name)
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in options.items() if k in accepted})
 

@@ -108,16 +108,16 @@ def least_overlap(cos: torch.Tensor, k: int) -> tuple[tuple[int, ...], float]:
     return best, best_score
 
 
-@strategy("diversity")
+@strategy("diversity", needs=("library",), order=50)
 class Diversity:
     higher_is_better = False
-    uses_target_labels = False
 
     def __init__(self, base: str = "ppl", pool: int | None = None, base_ranking: list[Choice] | None = None,
                  seed: int = 0, map_file=None, shots: int = 32):
         if base == "diversity":
             raise ConfigError("diversity cannot use itself as its base strategy; use e.g. --base ppl")
         self.base = base
+        self.reuses = base  # a run that ranks `base` too hands its ranking over (`base_ranking`)
         self.pool = pool
         self.base_ranking = base_ranking  # reuse a ranking already computed by the base strategy
         self.base_options = dict(seed=seed, map_file=map_file, shots=shots)

@@ -91,14 +91,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-@strategy("embedding")
+@strategy("embedding", needs=("examples",), order=30)
 class Embedding:
     @staticmethod
     def estimate_seconds(scoring: float, shots: int) -> float:
         return 10.0  # loading the sentence embedder and encoding the task texts
 
     higher_is_better = True
-    uses_target_labels = False
 
     def __init__(self, shots: int = 32, seed: int = 0):
         self.shots = shots

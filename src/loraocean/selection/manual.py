@@ -75,10 +75,9 @@ def _category(task: str) -> str | None:
     return spec.category if spec else None
 
 
-@strategy("manual")
+@strategy("manual", order=10)
 class Manual:
     higher_is_better = True
-    uses_target_labels = False
 
     def __init__(self, map_file: str | Path | None = None):
         self.map_file = map_file

@@ -10,7 +10,7 @@ from loraocean.selection.base import Choice, ModelRef, strategy
 from loraocean.selection.swap import open_slot
 
 
-@strategy("oracle")
+@strategy("oracle", needs=("oracle", "library"), order=70)
 class Oracle:
     DEV_LIMIT = 100  # dev examples per candidate by default
 
@@ -19,7 +19,6 @@ class Oracle:
         return scoring * Oracle.DEV_LIMIT  # every candidate alone on the dev examples
 
     higher_is_better = True
-    uses_target_labels = True
 
     def __init__(self, dev_limit: int = DEV_LIMIT, seed: int = 0, batch_size: int = 8):
         self.dev_limit = dev_limit

@@ -28,7 +28,7 @@ from loraocean.evaluation.choice import pad_id_of
 from loraocean.selection.swap import open_slot
 
 
-@strategy("ppl")
+@strategy("ppl", needs=("examples", "library"), order=40)
 class Ppl:
     """Lowest reasoning perplexity of each candidate LoRA on the K target train examples."""
 
@@ -37,7 +37,6 @@ class Ppl:
         return scoring * shots / 1.5  # answer-only scoring of the shots, shorter than a whole example
 
     higher_is_better = False
-    uses_target_labels = False
 
     def __init__(self, batch_size: int = 8, swap: str = "auto", share_prefix: bool = True,
                  eos: bool = True, pooled: bool = False):

@@ -8,10 +8,9 @@ import random
 from loraocean.selection.base import Choice, ModelRef, strategy
 
 
-@strategy("random")
+@strategy("random", order=20)
 class RandomPick:
     higher_is_better = True
-    uses_target_labels = False
 
     def __init__(self, seed: int = 0):
         self.seed = seed

@@ -22,14 +22,13 @@ from loraocean.selection.ppl import prepare_examples, reasoning_perplexity
 from loraocean.selection.swap import open_slot
 
 
-@strategy("rocket")
+@strategy("rocket", needs=("examples", "library"), order=60)
 class Rocket:
     @staticmethod
     def estimate_seconds(scoring: float, shots: int) -> float:
         return 2 * scoring * shots / 1.5  # the K-shot accuracy shortlist, then ppl's scoring
 
     higher_is_better = True
-    uses_target_labels = False  # the K shots are train examples, as for `ppl`
 
     def __init__(self, pool: int | None = None, batch_size: int = 8, swap: str = "auto", eos: bool = True,
                  pooled: bool = False, per_tensor: bool = True):

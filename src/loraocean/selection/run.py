@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loraocean.selection.base import ModelRef, Selection, get_strategy
+from loraocean.selection.base import ModelRef, Selection, all_strategies, get_strategy, ordered
 from loraocean.selection.candidates import candidates as list_candidates
 from loraocean.selection.candidates import check_k, contaminated
 
-# the order of `--strategy all` (diversity after ppl, so it reuses the ppl ranking)
-ALL = ("manual", "random", "embedding", "ppl", "diversity", "rocket", "oracle")
-NEEDS_EXAMPLES = {"ppl", "embedding", "rocket"}
+
+def every_strategy() -> list[str]:
+    """What `--strategy all` runs: every registered strategy (installed packages' too) in its
+    declared order, so that one reusing another's ranking comes after it."""
+    return ordered()
 
 
 def select(target: str, library: str | Path, model: str | ModelRef, k: int = 4, strategy: str = "ppl",
@@ -19,9 +21,9 @@ def select(target: str, library: str | Path, model: str | ModelRef, k: int = 4, 
            **options) -> Selection:
     """One strategy's ranking of the library LoRAs of `model` for `target`; the first k are chosen.
 
-    options: map_file (manual), base and pool (diversity), pool (rocket's shortlist), dev_limit
-    (oracle), batch_size. `decontaminate`: leave out the LoRAs whose training split shares 13-grams
-    with the target's test split (`candidates.contaminated`; recorded in `Selection.excluded`).
+    options: given to every strategy whose constructor takes them (e.g. map_file, base, pool,
+    dev_limit, batch_size; docs/selection.md says which takes which). `decontaminate`: leave out the LoRAs whose training split shares
+    13-grams with the target's test split (`candidates.contaminated`; recorded in `Selection.excluded`).
     """
     return select_many(target, library, model, k, [strategy], shots, seed, include_target, decontaminate,
                        **options)[strategy]
@@ -35,7 +37,7 @@ def select_many(target: str, library: str | Path, model: str | ModelRef, k: int,
     from loraocean.tasks import data_hash, get_task, load_split
 
     if list(strategies) == ["all"]:
-        strategies = list(ALL)
+        strategies = every_strategy()
     selectors = {name: get_strategy(name, seed=seed, shots=shots, **options) for name in strategies}
     spec = get_task(target)
     if shots < 1:
@@ -45,12 +47,16 @@ def select_many(target: str, library: str | Path, model: str | ModelRef, k: int,
     excluded, unchecked = contaminated(pool, target) if decontaminate else ({}, [])
     pool = [e for e in pool if e.task not in excluded]
     check_k(k, pool, spec.name, include_target, excluded)
-    uses = set(selectors) | ({selectors["diversity"].base} if "diversity" in selectors else set())
-    examples = load_split(spec, "train", limit=shots, seed=seed) if uses & NEEDS_EXAMPLES else []
+    known = all_strategies()
+    used = set(selectors) | {s.reuses for s in selectors.values() if getattr(s, "reuses", None)}
+    wants_examples = any("examples" in getattr(known.get(name), "needs", ()) for name in used)
+    examples = load_split(spec, "train", limit=shots, seed=seed) if wants_examples else []
     out: dict[str, Selection] = {}
-    for name, selector in selectors.items():
-        if name == "diversity" and selector.base in out and selector.base_ranking is None:
-            selector.base_ranking = out[selector.base].ranking
+    for name in ordered(selectors):  # a strategy reusing another's ranking runs after it
+        selector = selectors[name]
+        reuses = getattr(selector, "reuses", None)
+        if reuses in out and getattr(selector, "base_ranking", None) is None:
+            selector.base_ranking = out[reuses].ranking
         ranking = selector.select(spec.name, pool, ref, k, examples)
         recorded = {key: str(v) if isinstance(v, Path) else v for key, v in options.items()
                     if v is not None and key in _option_names(selector)}
@@ -60,7 +66,7 @@ def select_many(target: str, library: str | Path, model: str | ModelRef, k: int,
             higher_is_better=selector.higher_is_better, uses_target_labels=selector.uses_target_labels,
             options={**recorded, "include_target": include_target, "decontaminate": decontaminate},
             library=str(library), excluded=excluded, unchecked=unchecked)
-    return out
+    return {name: out[name] for name in selectors}  # in the order asked for
 
 
 def _option_names(selector) -> set[str]:

@@ -380,9 +380,9 @@ def known_methods() -> list[str]:
 
 
 def known_strategies() -> list[str]:
-    from loraocean.selection import STRATEGIES
+    from loraocean.selection import all_strategies
 
-    return list(STRATEGIES)
+    return list(all_strategies())
 
 
 def _method_config_fields(name: str) -> list[str] | None:

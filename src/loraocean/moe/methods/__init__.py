@@ -1,4 +1,4 @@
 """One module per method; importing this package registers them all."""
 
-from loraocean.moe.methods import (arrow, baselines, lorahub, loramoe, merges, mole, rocket,  # noqa: F401
-                                   xlora)
+from loraocean.moe.methods import (arrow, baselines, hydralora, lorahub, loramoe, merges, mixlora,  # noqa: F401
+                                   mola, mole, rocket, xlora)

@@ -62,7 +62,8 @@ class ArrowRouter(nn.Module):
         return (scores / self.temperature).softmax(-1)
 
 
-@register_method("arrow", Config)
+@register_method("arrow", Config, cite="Ostapenko et al., arXiv 2405.11157; PEFT's ArrowConfig",
+                 degenerates=("expert",))
 def build(base, experts, cfg: Config) -> MoEModel:
     """Arrow: training-free per-token routing by each LoRA's top right singular vector."""
     if not experts:

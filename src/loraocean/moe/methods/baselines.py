@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loraocean.errors import ConfigError
+from loraocean.moe.export import LORA
 from loraocean.moe.layer import FixedGates, inject
 from loraocean.moe.model import MoEModel, freeze_base
 from loraocean.moe.registry import check_config, check_types, register_method
@@ -28,7 +29,7 @@ def _no_experts(base, tokenizer, experts, cfg, ctx):
     return []
 
 
-@register_method("base", BaseConfig, prepare=_no_experts, reference=True, base_model=True)
+@register_method("base", BaseConfig, prepare=_no_experts, reference=True, base_model=True, degenerates=("base",))
 def build_base(base, experts, cfg) -> MoEModel:
     """The base model alone (no expert)."""
     freeze_base(base)
@@ -40,7 +41,8 @@ class TargetLoraConfig:
     pass
 
 
-@register_method("target_lora", TargetLoraConfig, reference=True, target_expert=True)
+@register_method("target_lora", TargetLoraConfig, reference=True, target_expert=True, export=LORA,
+                 degenerates=("expert",))
 def build_target_lora(base, experts, cfg) -> MoEModel:
     """The target task's own library LoRA (an in-task reference, not cross-task transfer)."""
     if len(experts) != 1:
@@ -53,7 +55,7 @@ class UniformConfig:
     pass
 
 
-@register_method("uniform", UniformConfig, baseline=True)
+@register_method("uniform", UniformConfig, baseline=True, export=LORA, degenerates=("expert",))
 def build_uniform(base, experts, cfg) -> MoEModel:
     """Uniform average of the selected LoRAs' outputs (gate 1/E everywhere)."""
     if not experts:
@@ -93,7 +95,7 @@ def pick_best(base, tokenizer, experts, cfg: SingleConfig, ctx):
     return [experts[best]]
 
 
-@register_method("single", SingleConfig, prepare=pick_best)
+@register_method("single", SingleConfig, prepare=pick_best, export=LORA, degenerates=("expert",))
 def build_single(base, experts, cfg) -> MoEModel:
     """The single best selected LoRA by dev score."""
     if len(experts) != 1:

@@ -13,6 +13,7 @@ import torch
 from loraocean.batching import encode, pad_batch
 from loraocean.errors import ConfigError, MissingPackageError
 from loraocean.moe.experts import Expert
+from loraocean.moe.export import LORA
 from loraocean.moe.methods.baselines import fixed
 from loraocean.moe.registry import check_config, check_types, register_method
 
@@ -85,7 +86,7 @@ def search(base, tokenizer, experts, cfg: Config, ctx):
     return [combine(experts, best)]
 
 
-@register_method("lorahub", Config, prepare=search)
+@register_method("lorahub", Config, prepare=search, export=LORA, cite="Huang et al., arXiv 2307.13269")
 def build(base, experts, cfg: Config):
     """LoraHub: gradient-free search of one weight per LoRA, merged as sum w A, sum w B."""
     if len(experts) != 1:

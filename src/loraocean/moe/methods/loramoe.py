@@ -98,14 +98,15 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     set of small operations per step instead of one per layer: on a GPU each costs a launch)."""
     if model.task_type is None and not cfg.balance_one_type:
         return None  # one task type: the reference adds no constraint
-    gates = [layer.last_gates for layer in model.layers().values() if layer.last_gates is not None]
+    gates = [model.gates_of(layer) for layer in model.layers().values() if layer.last_gates is not None]
     if not gates:
         return None
     return lbc_loss(torch.stack(gates), model.task_type, model.attention_mask, cfg.beta, cfg.delta)
 
 
 @register_method("loramoe", Config, trains=True, aux_loss=aux_loss, batch_hook=batch_hook, train_cost=1.5,
-                 compared_with=("rocket", "xlora"))
+                 compared_with=("rocket", "xlora"), cite="Dou et al., arXiv 2312.09979",
+                 degenerates=("base", "expert"))
 def build(base, experts, cfg: Config) -> MoEModel:
     """LoRAMoE: FFN-only experts, dense softmax router per Linear (float32 weight and softmax), LBC
     auxiliary loss (when the fit mixes task types; none on one type unless balance_one_type)."""

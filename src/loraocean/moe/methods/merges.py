@@ -15,6 +15,7 @@ import torch
 
 from loraocean.errors import ConfigError
 from loraocean.moe.experts import Expert
+from loraocean.moe.export import LORA
 from loraocean.moe.methods.baselines import fixed
 from loraocean.moe.registry import check_config, check_types, register_method
 
@@ -85,5 +86,6 @@ def build(base, experts, cfg: Config, combination: str):
 
 for _combination in COMBINATIONS:
     register_method(f"merge_{_combination}", Config, prepare=partial(prepare, combination=_combination),
-                    description=f"PEFT add_weighted_adapter merge ({_combination}) of the selected LoRAs")(
+                    description=f"PEFT add_weighted_adapter merge ({_combination}) of the selected LoRAs",
+                    export=LORA, degenerates=("expert",) if _combination in ("cat", "linear", "svd") else ())(
         partial(build, combination=_combination))

@@ -53,7 +53,7 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     losses = []
     mask = model.attention_mask
     for layer in model.layers().values():
-        g = layer.last_gates
+        g = model.gates_of(layer)
         if g is None:
             continue
         g = g.float()
@@ -66,7 +66,8 @@ def aux_loss(model: MoEModel, cfg: Config) -> torch.Tensor | None:
     return cfg.balance_coef * torch.stack(losses).mean() if losses else None
 
 
-@register_method("mole", Config, trains=True, aux_loss=aux_loss)
+@register_method("mole", Config, trains=True, aux_loss=aux_loss, cite="Wu et al., ICLR 2024",
+                 degenerates=("expert",))
 def build(base, experts, cfg: Config) -> MoEModel:
     """MoLE: frozen library LoRAs, learned per-layer gate over their outputs, balance loss."""
     if not experts:

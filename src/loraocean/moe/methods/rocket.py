@@ -42,7 +42,8 @@ class Config:
 
 
 @register_method("rocket", Config, trains=True, train_cost=1.3, default_selection="rocket",
-                 train_overrides={"lr": 5e-5, "epochs": 5})
+                 train_overrides={"lr": 5e-5, "epochs": 5}, cite="Yang et al., arXiv 2408.15915",
+                 degenerates=("expert",))
 def build(base, experts, cfg: Config) -> MoEModel:
     """Rocket: top-2 gate per Linear over library-initialised experts, trained jointly."""
     if not experts:

@@ -10,20 +10,27 @@ Each forward is two passes:
 Because both passes are causal, generation can keep one KV cache per pass and feed only the new
 token; PEFT's generate disables the cache and recomputes both passes over the whole prefix for
 every token. `XLoRAModel.generate` is our greedy loop with the two caches.
+
+Export (`EXPORT`): PEFT's X-LoRA layout: `adapter_config.json` (XLoraConfig, adapters named "0",
+"1", ... after their subfolders), `adapter_model.safetensors` (the classifier) and one PEFT LoRA
+folder per expert; `PeftModel.from_pretrained` with that config loads it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from loraocean.errors import ConfigError
+from loraocean.models import hub_id
+from loraocean.moe.export import PEFT_WEIGHTS, layer_tensors, owner_of, write_lora
 from loraocean.moe.layer import inject
 from loraocean.models.calling import cache_name, forward_params, takes_logits_to_keep
 from loraocean.moe.model import MoEModel, freeze_base
-from loraocean.moe.registry import check_config, check_types, register_method
+from loraocean.moe.registry import Export, check_config, check_types, register_method
 
 
 @dataclass
@@ -367,7 +374,53 @@ class XLoRAModel(MoEModel):
             kept[key] = torch.compile(self._token_step, **options)
         return kept[key]
 
-@register_method("xlora", Config, trains=True, train_cost=2.0, eval_cost=2.0)  # two passes per forward
+def write_peft(config: dict, state: dict[str, torch.Tensor], out: Path) -> None:
+    """The checkpoint's experts as PEFT LoRA folders "0", "1", ..., and its classifier under PEFT's
+    X-LoRA names, with an XLoraConfig carrying our options."""
+    from peft import XLoraConfig
+    from safetensors.torch import save_file
+
+    layers = layer_tensors(state)
+    names = [str(i) for i in range(len(config["experts"]))]
+    for i, name in enumerate(names):
+        A, B, scale = {}, {}, {}
+        for m, t in layers.items():
+            cols = (owner_of(config, m) == i).nonzero().flatten()
+            if len(cols):
+                A[m], B[m] = t["lora_A"][cols], t["lora_B"][:, cols]
+                scale[m] = float(t["scales"][i])
+        (out / name).mkdir()
+        write_lora(out / name, A, B, scale, config.get("base_model"))
+    c = config["config"]
+    hidden_size = next(v for k, v in state.items() if k.startswith("classifier.") and v.dim() == 2).shape[1]
+    XLoraConfig(task_type="CAUSAL_LM", hidden_size=hidden_size, adapters={n: n for n in names},
+                xlora_depth=c["depth"], xlora_size=c["hidden"], xlora_dropout_p=c["dropout"],
+                layerwise_scalings=c["layerwise"], softmax_temperature=c["temperature"],
+                enable_softmax=c["enable_softmax"], top_k_lora=c["top_k"],
+                enable_softmax_topk=c["softmax_topk"], scaling_pass_value=c["scaling_pass_value"],
+                global_scaling_weight=c["global_scaling_weight"],
+                base_model_name_or_path=hub_id(config.get("base_model"))).save_pretrained(str(out))
+    classifier = {f"base_model.internal_xlora_classifier.layers.{k[len('classifier.'):]}": v.contiguous()
+                  for k, v in state.items() if k.startswith("classifier.")}
+    save_file(classifier, str(out / PEFT_WEIGHTS), metadata={"format": "pt"})
+
+
+def load_peft(base, folder: Path):
+    """PEFT's XLoraModel from an exported folder (its adapters are the folder's subfolders)."""
+    from peft import PeftModel, XLoraConfig
+
+    base.config.use_cache = False  # PEFT's X-LoRA requires it
+    config = XLoraConfig.from_pretrained(str(folder))
+    config.adapters = {name: str(Path(folder) / name) for name in config.adapters}
+    return PeftModel.from_pretrained(base, str(folder), config=config).eval()
+
+
+EXPORT = Export("xlora", "PEFT X-LoRA folder", write_peft, load_peft)
+
+
+@register_method("xlora", Config, trains=True, train_cost=2.0, eval_cost=2.0,  # two passes per forward
+                 cite="Buehler & Buehler, arXiv 2402.07148; PEFT's XLoraModel (huggingface/peft)",
+                 export=EXPORT, degenerates=("expert",))
 def build(base, experts, cfg: Config) -> XLoRAModel:
     """X-LoRA: frozen experts, scaling classifier on the base's hidden states (dual pass)."""
     if not experts:
